@@ -1,0 +1,240 @@
+"""Task interface, shared answer extraction, record validation and the task registry.
+
+A task turns a seed into a pool of records, shows a record to the policy as a prompt and scores a
+completion with a verifiable reward::
+
+    task = get_task("countdown")
+    records = task.generate(num_items=1024, seed=0, split="train")
+    prompt = task.prompt(records[i])                 # e.g. "3 5 2=16:"
+    target = task.reference_completion(records[i])   # e.g. "<answer>(3+5)*2</answer>"
+    reward = task.verify(completion, records[i])     # float, never raises
+
+Records are plain JSON-serialisable dicts. Every record has an int ``"index"``: its stable global
+index in the pool (0..num_items-1), which is how the trainer and the selector address prompts.
+
+Answers use the paper's ``<answer>...</answer>`` tag in every task, so one extraction rule (the
+*last complete* tag, see :func:`extract_last_tag`) applies everywhere.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+# Only the tail of a completion is scanned: the final answer of a long reasoning trace is at its
+# end, and bounding the scan keeps verify() fast on adversarial megabyte-long strings.
+MAX_COMPLETION_CHARS = 4096
+# Longer tag contents are not answers a verifier should parse (and are rejected, not truncated).
+MAX_ANSWER_CHARS = 128
+
+Record = dict[str, Any]
+
+
+class RecordError(ValueError):
+    """A record is missing a field or has a field of the wrong type or value.
+
+    Attributes:
+      field: name of the offending field (``None`` when the record itself is not a dict).
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def extract_last_tag(
+    completion: object,
+    tag: str = "answer",
+    max_completion_chars: int = MAX_COMPLETION_CHARS,
+    max_content_chars: int = MAX_ANSWER_CHARS,
+) -> str | None:
+    """Returns the content of the last complete ``<tag>...</tag>`` in ``completion``, stripped.
+
+    Rule: take the last ``<tag>`` that is followed by a ``</tag>``; the content runs to the first
+    ``</tag>`` after it. So in ``"<answer>1<answer>2</answer>"`` the answer is ``"2"`` (the last
+    opened tag), in ``"<answer>1</answer><answer>2"`` it is ``"1"`` (an unclosed tag is not an
+    answer), and the content never contains a tag.
+
+    Bounds: only the last ``max_completion_chars`` characters are considered; a content longer than
+    ``max_content_chars`` (after stripping) returns ``None``. Uses ``str.rfind`` only (linear time;
+    a non-greedy regex such as ``<answer>(.*?)</answer>`` is quadratic on ``"<answer>" * n``).
+
+    Returns:
+      The stripped content, or ``None`` if there is no complete tag, the content is too long, or
+      ``completion`` is not a ``str``.
+    """
+    if not isinstance(completion, str):
+        return None
+    text = completion[-max_completion_chars:]
+    open_tag, close_tag = f"<{tag}>", f"</{tag}>"
+    end = text.rfind(close_tag)
+    if end < 0:
+        return None
+    start = text.rfind(open_tag, 0, end)
+    if start < 0:
+        return None
+    # Stop at the first closing tag after it, so the content never holds a tag: in
+    # "<answer>1<answer>2</answer></answer>" the answer is "2".
+    end = text.find(close_tag, start + len(open_tag))
+    content = text[start + len(open_tag) : end].strip()
+    if len(content) > max_content_chars:
+        return None
+    return content
+
+
+def wrap_answer(content: str, tag: str = "answer") -> str:
+    """Formats a final answer the way :func:`extract_last_tag` reads it: ``<tag>content</tag>``."""
+    return f"<{tag}>{content}</{tag}>"
+
+
+def check_field(record: Mapping[str, Any], field: str, kind: type | tuple[type, ...]) -> Any:
+    """Returns ``record[field]`` after checking it exists and has type ``kind``.
+
+    ``bool`` is rejected where ``int`` is expected (``True`` is an ``int`` in Python, but never a
+    meaningful index, number or level).
+
+    Raises:
+      RecordError: naming the field, if it is missing or of the wrong type.
+    """
+    if field not in record:
+        raise RecordError(f"record is missing field {field!r}", field)
+    value = record[field]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    else:
+        ok = isinstance(value, kinds)
+    if not ok:
+        names = " or ".join(k.__name__ for k in kinds)
+        raise RecordError(
+            f"field {field!r} must be {names}, got {type(value).__name__} {value!r:.60}", field
+        )
+    return value
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash of ``text`` that is the same in every process and Python version.
+
+    Used to split problem spaces into disjoint train/test parts (``hash()`` is salted per process).
+    """
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+# Fraction of each task's problem space that belongs to each split (by stable hash of the problem's
+# canonical key), so splits are disjoint by construction, for every pair of seeds.
+SPLIT_BUCKETS = 1000
+SPLIT_RANGES: dict[str, tuple[int, int]] = {"train": (100, 1000), "test": (0, 100)}
+
+
+# Generators stop (ValueError) after this many draws in a row without a new record: the problem
+# space of the split is (nearly) exhausted. Normal acceptance rates are >= ~5% (test split's 10%
+# share times the in-range rate), so this never triggers by chance.
+MAX_CONSECUTIVE_REJECTIONS = 20_000
+
+
+def split_of(key: str) -> str:
+    """Returns the split (``"train"`` or ``"test"``) owning the problem with canonical ``key``."""
+    bucket = stable_hash(key) % SPLIT_BUCKETS
+    for name, (lo, hi) in SPLIT_RANGES.items():
+        if lo <= bucket < hi:
+            return name
+    raise AssertionError("SPLIT_RANGES must cover every bucket")
+
+
+def check_split(split: str) -> None:
+    """Raises ``ValueError`` for an unknown split name."""
+    if split not in SPLIT_RANGES:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_RANGES)}")
+
+
+def split_seed(seed: int, split: str, salt: str) -> int:
+    """Derives the RNG seed of one split of one task from the user seed (stable across runs)."""
+    return stable_hash(f"{salt}/{split}/{seed}")
+
+
+class Task(abc.ABC):
+    """A verifiable task: generates records, renders prompts, checks completions.
+
+    Subclasses set ``name``, ``fields`` and ``optional_fields`` (field name -> type, checked by
+    :meth:`validate_record`) and implement the abstract methods.
+    """
+
+    name: ClassVar[str]
+    # Required fields besides "index" and their types; extra fields are allowed.
+    fields: ClassVar[Mapping[str, type | tuple[type, ...]]] = {}
+    # Fields that may be absent, but are type-checked when present.
+    optional_fields: ClassVar[Mapping[str, type | tuple[type, ...]]] = {}
+
+    @abc.abstractmethod
+    def generate(self, num_items: int, seed: int, split: str = "train") -> list[Record]:
+        """Returns ``num_items`` records with ``"index"`` 0..num_items-1, deterministic in seed."""
+
+    @abc.abstractmethod
+    def prompt(self, record: Record) -> str:
+        """The text shown to the policy."""
+
+    @abc.abstractmethod
+    def reference_completion(self, record: Record) -> str:
+        """A short correct completion in the exact expected format (gets reward 1.0)."""
+
+    @abc.abstractmethod
+    def verify(self, completion: str, record: Record) -> float:
+        """Reward of ``completion`` for ``record``; never raises, bounded time for any input."""
+
+    def config(self) -> dict[str, Any]:
+        """The generation parameters (JSON-serialisable); pools are keyed by them."""
+        return {}
+
+    def fingerprint(self) -> str:
+        """A short stable id of ``name`` + :meth:`config`, used to name cached pools."""
+        payload = json.dumps({"name": self.name, **self.config()}, sort_keys=True)
+        return f"{stable_hash(payload):016x}"[:10]
+
+    def validate_record(self, record: Any) -> None:
+        """Checks that ``record`` has every required field with the right type.
+
+        Raises:
+          RecordError: naming the missing/bad field.
+        """
+        if not isinstance(record, Mapping):
+            raise RecordError(f"record must be a JSON object, got {type(record).__name__}")
+        index = check_field(record, "index", int)
+        if index < 0:
+            raise RecordError(f"field 'index' must be >= 0, got {index}", "index")
+        for field, kind in self.fields.items():
+            check_field(record, field, kind)
+        for field, kind in self.optional_fields.items():
+            if field in record:
+                check_field(record, field, kind)
+
+
+_REGISTRY: dict[str, Callable[..., Task]] = {}
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator adding a task to the registry under ``name``."""
+
+    def decorator(cls: type[Task]) -> type[Task]:
+        if name in _REGISTRY:
+            raise ValueError(f"task {name!r} is already registered")
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_task(name: str, **kwargs: Any) -> Task:
+    """Builds the registered task ``name`` with constructor ``kwargs`` (e.g. from a config)."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; registered: {sorted(_REGISTRY)}") from None
+    return factory(**kwargs)
+
+
+def list_tasks() -> list[str]:
+    """Names of the registered tasks."""
+    return sorted(_REGISTRY)

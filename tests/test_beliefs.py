@@ -1,0 +1,101 @@
+"""Belief initialisation, the conjugate update with forgetting, and its input validation."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from insight_jax.selection import init_beliefs, successes_from_rewards, update_beliefs
+
+
+def _mesh_sharding():
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    return NamedSharding(mesh, P("data"))
+
+
+def reference_update(alpha, beta, idx, s, k, lam, a0, b0):
+    alpha, beta = alpha.astype(np.float64).copy(), beta.astype(np.float64).copy()
+    alpha[idx] = lam * alpha[idx] + (1 - lam) * a0 + s
+    beta[idx] = lam * beta[idx] + (1 - lam) * b0 + (k - s)
+    return alpha, beta
+
+
+def test_init_prior_and_padding(devices):
+    b = init_beliefs(1003, 2.0, 3.0)
+    assert b.alpha.dtype == np.float32 and b.alpha.shape == (1003,)
+    np.testing.assert_array_equal(b.alpha, 2.0)
+    np.testing.assert_array_equal(b.beta, 3.0)
+    np.testing.assert_allclose(b.mean, 0.4)
+    sb = init_beliefs(1003, 2.0, 3.0, sharding=_mesh_sharding())
+    assert sb.num_items == 1003 and sb.alpha.shape == (1008,)  # padded to 8 shards
+    assert sb.alpha.sharding.spec == P("data")
+    assert {s.data.shape for s in sb.alpha.addressable_shards} == {(126,)}
+
+
+@pytest.mark.parametrize("bad", [dict(num_items=0), dict(alpha0=0.0), dict(beta0=float("nan"))])
+def test_init_rejects_bad_arguments(bad):
+    kwargs = dict(num_items=10, alpha0=1.0, beta0=1.0) | bad
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        init_beliefs(**kwargs)
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_update_matches_reference(sharded, devices):
+    rng = np.random.default_rng()
+    n, k, a0, b0 = 777, 8, 1.0, 2.0
+    b = init_beliefs(n, a0, b0, sharding=_mesh_sharding() if sharded else None)
+    alpha, beta = np.asarray(b.alpha)[:n], np.asarray(b.beta)[:n]
+    for lam in (1.0, 0.9, 0.5):
+        idx = rng.choice(n, 100, replace=False)
+        s = rng.integers(0, k + 1, 100).astype(np.float32)
+        b = update_beliefs(b, idx, s, k, decay=lam)
+        alpha, beta = reference_update(alpha, beta, idx, s, k, lam, a0, b0)
+        np.testing.assert_allclose(np.asarray(b.alpha)[:n], alpha, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(b.beta)[:n], beta, rtol=1e-6)
+    if sharded:
+        assert b.alpha.sharding.spec == P("data")
+        np.testing.assert_array_equal(np.asarray(b.alpha)[n:], a0)  # padding untouched
+
+
+def test_fractional_successes_update():
+    b = update_beliefs(init_beliefs(4), [1, 3], [2.5, 0.0], 4)
+    np.testing.assert_allclose(b.alpha, [1.0, 3.5, 1.0, 1.0])
+    np.testing.assert_allclose(b.beta, [1.0, 2.5, 1.0, 5.0])
+
+
+@pytest.mark.parametrize(
+    "indices, successes, k, decay, message",
+    [
+        ([0, 10], [1, 1], 4, 1.0, "out of range"),
+        ([-1, 2], [1, 1], 4, 1.0, "out of range"),
+        ([1, 1], [1, 2], 4, 1.0, "duplicate"),
+        ([0, 1], [5, 1], 4, 1.0, r"\[0, K=4\]"),
+        ([0, 1], [-1, 1], 4, 1.0, r"\[0, K=4\]"),
+        ([0, 1], [float("nan"), 1], 4, 1.0, "NaN"),
+        ([0, 1], [1, 1], 4, 0.0, "decay"),
+        ([0, 1], [1, 1], 4, 1.5, "decay"),
+        ([0, 1], [1, 1, 1], 4, 1.0, "shape"),
+        ([0.5, 1], [1, 1], 4, 1.0, "integers"),
+        ([0, 1], [1, 1], 0, 1.0, "num_rollouts"),
+    ],
+)
+def test_update_validation_raises_before_any_change(indices, successes, k, decay, message):
+    b = update_beliefs(init_beliefs(10), [3], [2], 4)
+    before = (np.asarray(b.alpha).copy(), np.asarray(b.beta).copy())
+    with pytest.raises(ValueError, match=message):
+        update_beliefs(b, indices, successes, k, decay)
+    # Nothing was donated or changed: the old state is intact and usable.
+    np.testing.assert_array_equal(b.alpha, before[0])
+    np.testing.assert_array_equal(b.beta, before[1])
+
+
+def test_successes_from_rewards_rules():
+    r = np.array([[1.0, 0.1, 0.0, 1.0], [0.1, 0.1, 0.0, 0.0]])
+    np.testing.assert_array_equal(successes_from_rewards(r), [2, 0])
+    np.testing.assert_array_equal(successes_from_rewards(r, threshold=0.1), [3, 2])
+    np.testing.assert_allclose(successes_from_rewards(r, "fractional"), [2.1, 0.2], rtol=1e-6)
+    with pytest.raises(ValueError, match="rule"):
+        successes_from_rewards(r, "median")
+    with pytest.raises(ValueError, match="NaN"):
+        successes_from_rewards(np.array([[np.nan, 1.0]]))

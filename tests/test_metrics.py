@@ -1,0 +1,120 @@
+"""MetricWriter (JSON lines + TensorBoard), DeferredWriter, NaN checks, reading and plotting."""
+
+import io
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from insight_jax import metrics
+
+
+def test_writer_writes_jsonl_and_tensorboard(tmp_path):
+    with metrics.MetricWriter(tmp_path, enabled=True) as w:
+        w.write_scalars(0, {"loss": jnp.float32(1.5), "lr": 1e-6, "tokens": jnp.int32(7)})
+        w.write_scalars(1, {"loss": jnp.array([0.25]), "acc": np.float64(0.5)})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [
+        {"step": 0, "loss": 1.5, "lr": 1e-6, "tokens": 7},
+        {"step": 1, "loss": 0.25, "acc": 0.5},
+    ]
+    rec = json.loads(lines[0])
+    assert isinstance(rec["loss"], float) and isinstance(rec["tokens"], int)
+    events = os.listdir(tmp_path / "tb")
+    assert any(e.startswith("events.out.tfevents") for e in events)
+    assert all(os.path.getsize(tmp_path / "tb" / e) > 0 for e in events)
+
+
+def test_writer_appends_on_resume_and_rejects_vectors(tmp_path):
+    with metrics.MetricWriter(tmp_path, enabled=True, tensorboard=False) as w:
+        w.write_scalars(5, {"loss": 1.0})
+        with pytest.raises(ValueError, match="'vec'"):
+            w.write_scalars(6, {"vec": jnp.ones(3)})
+    with metrics.MetricWriter(tmp_path, enabled=True, tensorboard=False) as w:
+        w.write_scalars(6, {"loss": 0.5})
+    assert [r["step"] for r in metrics.read_metrics_jsonl(tmp_path / "metrics.jsonl")] == [5, 6]
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+    w = metrics.MetricWriter(tmp_path / "w", enabled=False)
+    w.write_scalars(0, {"loss": jnp.float32(1.0)})
+    w.flush()
+    w.close()
+    assert not (tmp_path / "w").exists()
+    assert metrics.MetricWriter(tmp_path / "p0", tensorboard=False).enabled  # process 0 here
+
+
+def test_check_finite_names_keys_and_step():
+    metrics.check_finite({"loss": jnp.float32(1.0), "name": "x", "n": 3}, step=4)
+    with pytest.raises(FloatingPointError, match=r"step 12.*loss=nan.*grad_norm=inf") as e:
+        metrics.check_finite(
+            {"loss": jnp.float32(jnp.nan), "ok": 1.0, "grad_norm": float("inf")}, step=12
+        )
+    assert "ok" not in str(e.value)
+    with pytest.raises(FloatingPointError, match="vec"):
+        metrics.check_finite({"vec": jnp.array([1.0, -jnp.inf])}, step=0)
+
+
+def test_deferred_writer_writes_previous_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    w = metrics.MetricWriter(tmp_path, enabled=True, tensorboard=False)
+    d = metrics.DeferredWriter(w)
+    d.push(0, {"loss": jnp.float32(3.0)})
+    w.flush()
+    assert path.read_text() == ""  # step 0 is held until step 1 is dispatched
+    d.push(1, {"loss": jnp.float32(2.0)})
+    w.flush()
+    assert [r["step"] for r in metrics.read_metrics_jsonl(path)] == [0]
+    d.flush()
+    w.flush()
+    assert [r["loss"] for r in metrics.read_metrics_jsonl(path)] == [3.0, 2.0]
+    # NaN at step 2 surfaces when step 3 is pushed, naming step 2; nothing non-finite is written.
+    d.push(2, {"loss": jnp.float32(jnp.nan)})
+    with pytest.raises(FloatingPointError, match="step 2"):
+        d.push(3, {"loss": jnp.float32(1.0)})
+    w.close()
+    assert [r["step"] for r in metrics.read_metrics_jsonl(path)] == [0, 1]
+
+
+def test_read_metrics_truncated_last_line_and_merge(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(
+        '{"step": 1, "loss": 2.0}\n'
+        '{"step": 2, "loss": 1.0}\n'
+        '{"step": 2, "eval_acc": 0.5}\n'
+        '{"step": 1, "loss": 1.5}\n'  # a resumed run re-ran step 1
+        '{"step": 3, "lo'  # killed mid-write
+    )
+    assert metrics.read_metrics_jsonl(path) == [
+        {"step": 1, "loss": 1.5},
+        {"step": 2, "loss": 1.0, "eval_acc": 0.5},
+    ]
+    assert len(metrics.read_metrics_jsonl(path, merge_steps=False)) == 4
+
+
+def test_plot_learning_curves(tmp_path):
+    with metrics.MetricWriter(tmp_path, enabled=True, tensorboard=False) as w:
+        for s in range(5):
+            w.write_scalars(s, {"loss": 1.0 / (s + 1), "acc": s / 5})
+        w.write_scalars(5, {"eval_pass1": 0.3})
+    out = metrics.plot_learning_curves(tmp_path / "metrics.jsonl", tmp_path / "plots" / "c.png")
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    records = metrics.read_metrics_jsonl(tmp_path / "metrics.jsonl")
+    out2 = metrics.plot_learning_curves(records, tmp_path / "d.png", keys=["loss"], title="t")
+    assert os.path.getsize(out2) > 1000
+    with pytest.raises(ValueError):
+        metrics.plot_learning_curves([], tmp_path / "e.png")
+
+
+def test_progress_bar():
+    buf = io.StringIO()
+    with metrics.progress(3, "steps", enabled=True, file=buf) as bar:
+        for _ in range(3):
+            bar.update(1)
+    assert bar.n == 3 and "steps" in buf.getvalue()
+    with metrics.progress(3, "quiet", enabled=False, file=buf) as bar:
+        bar.update(1)
+    assert "quiet" not in buf.getvalue()
