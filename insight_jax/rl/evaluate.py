@@ -1,0 +1,82 @@
+"""Rewards of sampled completions and held-out evaluation (pass@1 as the mean over k samples)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from insight_jax.models.tokenizers import Tokenizer, decode_batch, encode_batch
+from insight_jax.rl.rollout import Rollout, sample
+from insight_jax.tasks.base import Task
+
+
+def encode_prompts(
+    tokenizer: Tokenizer, task: Task, records: Sequence[dict], prompt_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded prompt tokens [B, prompt_len] (BOS first) and their lengths."""
+    return encode_batch(tokenizer, [task.prompt(r) for r in records], max_len=prompt_len)
+
+
+def rollout_rewards(
+    tokenizer: Tokenizer, task: Task, records: Sequence[dict], rollout: Rollout, k: int
+) -> tuple[np.ndarray, list[str]]:
+    """Rewards [B, K] of a rollout of K samples per record (row b*K + j is record b), and the
+    decoded completions. Verification runs on the host, in pure Python, never evaluating text."""
+    tokens, mask = jax.device_get((rollout.tokens, rollout.mask))
+    completions = decode_batch(tokenizer, tokens, mask)
+    rewards = np.array(
+        [task.verify(c, records[i // k]) for i, c in enumerate(completions)], np.float32
+    )
+    return rewards.reshape(len(records), k), completions
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Tokenizer,
+    task: Task,
+    records: Sequence[dict],
+    key: jax.Array,
+    *,
+    prompt_len: int,
+    max_new_tokens: int,
+    num_samples: int,
+    temperature: float,
+    top_p: float,
+    batch_multiple: int = 1,
+    mesh=None,
+    success_threshold: float = 1.0,
+) -> dict[str, Any]:
+    """pass@1 on held-out records: the mean over `num_samples` samples per problem of
+    1[reward >= success_threshold], plus the mean reward and the per-problem success counts.
+
+    The batch is padded (by repeating the last record) to a multiple of `batch_multiple` so it
+    splits evenly over the mesh; padded rows are dropped before averaging.
+    """
+    records = list(records)
+    pad = (-len(records)) % batch_multiple
+    padded = records + [records[-1]] * pad
+    tokens, lengths = encode_prompts(tokenizer, task, padded, prompt_len)
+    rollout = sample(
+        model,
+        tokens,
+        lengths,
+        key,
+        max_new_tokens=max_new_tokens,
+        num_samples=num_samples,
+        temperature=temperature,
+        top_p=top_p,
+        eos_id=tokenizer.eos_id,
+        pad_id=tokenizer.pad_id,
+        mesh=mesh,
+    )
+    rewards, _ = rollout_rewards(tokenizer, task, padded, rollout, num_samples)
+    rewards = rewards[: len(records)]
+    solved = rewards >= success_threshold
+    return {
+        "accuracy": float(solved.mean()),
+        "reward": float(rewards.mean()),
+        "successes": solved.sum(axis=1),
+    }
