@@ -76,8 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if arg == "smoke":
         c.task.num_train, c.task.num_test = 64, 16
-        c.model.overrides = dict(num_layers=1, embed_dim=32, mlp_dim=64, num_heads=2,
-                                 num_kv_heads=1, head_dim=16)
+        c.model.overrides = dict(
+            num_layers=1, embed_dim=32, mlp_dim=64, num_heads=2, num_kv_heads=1, head_dim=16
+        )
         c.warmstart.steps, c.warmstart.batch_size = 4, 8
         c.rl.steps, c.rl.batch_size, c.rl.num_rollouts = 6, 8, 4
         c.selection.num_candidates = 32

@@ -104,7 +104,7 @@ def test_kill9_and_resume_is_exact(tmp_path):
     np.testing.assert_array_equal(a["beta"], b["beta"])
     ma = read_metrics_jsonl(full / "metrics.jsonl")
     mb = read_metrics_jsonl(killed / "metrics.jsonl")
-    drop = lambda r: {k: v for k, v in r.items() if not k.startswith("time_")}  # noqa: E731
+    drop = lambda r: {k: v for k, v in r.items() if not k.startswith("time_")}
     assert [drop(r) for r in ma] == [drop(r) for r in mb]
     sa = json.loads((full / "summary.json").read_text())
     sb = json.loads((killed / "summary.json").read_text())

@@ -33,7 +33,7 @@ class StepFns:
 
 
 def _sft_loss(state, graphdef, tokens, mask, loss_mask):
-    """Mean negative log-likelihood of the completion tokens: -sum(loss_mask * log p) / sum(mask)."""
+    """Mean NLL of the completion tokens: -sum(loss_mask * log p) / sum(loss_mask)."""
     model = nnx.merge(graphdef, state)
     lp = token_logprobs(model, tokens, mask)
     denom = jnp.maximum(jnp.sum(loss_mask), 1)
@@ -44,7 +44,10 @@ def _grpo_minibatch_loss(state, graphdef, mb, grpo: GRPOConfig, temperature: flo
     model = nnx.merge(graphdef, state)
     need_entropy = grpo.entropy_coef != 0.0
     out = token_logprobs(
-        model, mb["sequences"], mb["sequence_mask"], temperature=temperature,
+        model,
+        mb["sequences"],
+        mb["sequence_mask"],
+        temperature=temperature,
         return_entropy=need_entropy,
     )
     lp, ent = out if need_entropy else (out, None)
@@ -105,7 +108,7 @@ def make_step_fns(
             for i in range(grpo.num_minibatches):
                 take = perm[i * size : (i + 1) * size]
                 mb = jax.tree.map(lambda x, take=take: x[take], batch)
-                (loss, aux), grads = jax.value_and_grad(_grpo_minibatch_loss, has_aux=True)(
+                (_, aux), grads = jax.value_and_grad(_grpo_minibatch_loss, has_aux=True)(
                     state, graphdef, mb, grpo, temperature
                 )
                 state, opt_state = apply(rl_optimizer, state, opt_state, grads)
@@ -114,8 +117,7 @@ def make_step_fns(
         return state, opt_state, mean
 
     batch_sharding = {
-        k: data
-        for k in ("sequences", "sequence_mask", "old_logprobs", "advantages", "loss_mask")
+        k: data for k in ("sequences", "sequence_mask", "old_logprobs", "advantages", "loss_mask")
     }
     sft = jax.jit(
         sft_step,

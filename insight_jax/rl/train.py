@@ -77,7 +77,9 @@ class Run:
         self.model_config = TransformerConfig.preset(
             c.model.preset, vocab_size=self.tokenizer.vocab_size, **_to_dict(c.model.overrides)
         )
-        self.sharded = shd.create_sharded_model(Transformer, self.model_config, self.mesh, seed=c.seed)
+        self.sharded = shd.create_sharded_model(
+            Transformer, self.model_config, self.mesh, seed=c.seed
+        )
         rl = c.rl
         self.grpo = grpo_lib.GRPOConfig(
             clip_low=rl.clip_low,
@@ -145,7 +147,9 @@ class Run:
 
     def beliefs(self, state) -> Beliefs:
         sel = self.config.selection
-        return Beliefs(state["alpha"], state["beta"], sel.alpha0, sel.beta0, self.config.task.num_train)
+        return Beliefs(
+            state["alpha"], state["beta"], sel.alpha0, sel.beta0, self.config.task.num_train
+        )
 
     def _full_scores(self, beliefs: Beliefs) -> jax.Array:
         if self.scorer.deterministic:
@@ -166,7 +170,9 @@ class Run:
         )
         records = [self.pool[int(i)] for i in idx]
         prompts = [self.task.prompt(r) for r in records]
-        full = [p + self.task.reference_completion(r) for p, r in zip(prompts, records, strict=True)]
+        full = [
+            p + self.task.reference_completion(r) for p, r in zip(prompts, records, strict=True)
+        ]
         length = self.prompt_len + c.rl.max_new_tokens
         tok = self.tokenizer
         tokens, lengths = encode_batch(tok, [f + "\0" for f in full], max_len=length)
@@ -191,7 +197,9 @@ class Run:
         t0 = time.perf_counter()
         beliefs = self.beliefs(state)
         cached = state["scores"] if self.scorer.deterministic else None
-        idx = select_batch(k_sel, beliefs, m, c.selection.num_candidates, self.scorer, scores=cached)
+        idx = select_batch(
+            k_sel, beliefs, m, c.selection.num_candidates, self.scorer, scores=cached
+        )
         idx = np.asarray(idx)
         alpha_sel = np.asarray(beliefs.alpha)[idx]
         beta_sel = np.asarray(beliefs.beta)[idx]
@@ -293,9 +301,7 @@ class Run:
 
 
 def _abstract(tree):
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree
-    )
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
