@@ -19,7 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "arithmetic"  # tasks registry name
-    c.task.kwargs = dict(levels=(1, 2, 3), ops=("+", "-"), tag="a")  # short answer tag
+    c.task.kwargs = dict(levels=(1, 2), ops=("+", "-"), tag="a")  # short answer tag
     c.task.num_train = 2000  # prompt pool size N
     c.task.num_test = 256  # held-out problems (disjoint split)
     c.task.max_prompt_len = 0  # 0: longest prompt in the pool (+ BOS)
@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mesh.axes = ("data",)
 
     c.warmstart = ml_collections.ConfigDict()
-    c.warmstart.steps = 300  # supervised steps on reference answers (0: none)
+    c.warmstart.steps = 400  # supervised steps on reference answers (0: none)
     c.warmstart.batch_size = 64
     c.warmstart.learning_rate = 3e-3
 

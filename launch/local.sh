@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Sets up .venv and runs the main job on the built-in default.
-# Usage: bash launch/local.sh [WORKDIR]
+# Sets up .venv and runs the main job on the built-in default: a tiny char-level policy, warm-
+# started on generated arithmetic, then trained with GRPO and InSight prompt selection.
+# Usage: bash launch/local.sh [WORKDIR] [extra flags, e.g. --config.rl.steps=50]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/launch/setup_env.sh" requirements.txt
 cd "$ROOT"
-WORKDIR="${1:-workdirs/selection_demo}"
-exec .venv/bin/python -m insight_jax.selection.demo --out="$WORKDIR"
+WORKDIR="${1:-workdirs/arithmetic_tiny}"
+shift || true
+exec .venv/bin/python -m insight_jax.main --config=configs/arithmetic_tiny.py --workdir="$WORKDIR" "$@"

@@ -11,6 +11,10 @@ temperature T *before* top-p filtering, i.e. what ``token_logprobs(model, sequen
 sequence_mask, temperature=T)`` recomputes (see ``Rollout.sequence_logprobs``). Top-p only
 restricts which tokens can be drawn. Greedy mode (temperature 0) reports T = 1 log-probs.
 
+Cache. Each prompt is prefilled once ([B, P] rows, logits of the last column only) and its
+cache copied to its K samples; decode then appends one slot per step to a cache of P + N slots
+(models/transformer.py ``KVCache``).
+
 Stopping. A row is done after it emits ``eos_id`` (the EOS token is part of the completion,
 mask True); later columns hold ``pad_id`` with mask False and log-prob 0. The decode loop is a
 ``lax.while_loop`` that exits once every row is done or max_new_tokens are drawn.
@@ -124,7 +128,7 @@ def select_tokens(
     """Draw one token per row. keys: [B] keys, logits: [B, V] float32.
 
     Returns (tokens [B] int32, log_softmax(logits / T)[token] [B] float32). temperature == 0:
-    argmax, with T = 1 log-probs. top_p >= 1 skips the (sorting) nucleus filter.
+    argmax, with T = 1 log-probs. top_p >= 1 skips the nucleus filter.
     """
     logits = logits.astype(jnp.float32)
     if temperature == 0:
@@ -224,19 +228,27 @@ def _rollout(prompts, prompt_mask, tokens, logprobs, mask, done) -> Rollout:
 def _cached_impl(state, prompt_tokens, prompt_lengths, key, *, graphdef, s, mesh, rules):
     TRACE_COUNTS["sample"] += 1
     model: Transformer = nnx.merge(graphdef, state)
-    prompts, prompt_mask = _repeat_prompts(prompt_tokens, prompt_lengths, s.num_samples)
-    bk, p = prompts.shape
-    constrain = _cache_constraint(model.config, bk, p + s.max_new_tokens, mesh, rules)
-    cache = constrain(init_cache(model.config, bk, p + s.max_new_tokens))
-    logits, cache = model(prompts, cache=cache, attention_mask=prompt_mask, last_only=True)
+    k = s.num_samples
+    b, p = prompt_tokens.shape
+    max_len = p + s.max_new_tokens
+    # Prefill each prompt once, then copy its cache to its K samples: K x fewer prefill FLOPs.
+    _, prompt_mask = _repeat_prompts(prompt_tokens, prompt_lengths, 1)
+    cache = _cache_constraint(model.config, b, max_len, mesh, rules)(
+        init_cache(model.config, b, max_len)
+    )
+    logits, cache = model(prompt_tokens, cache=cache, attention_mask=prompt_mask, last_only=True)
+    repeat = lambda x: jnp.repeat(x, k, axis=0) if x.ndim else x  # index is a shared scalar
+    constrain = _cache_constraint(model.config, b * k, max_len, mesh, rules)
+    cache = constrain(jax.tree.map(repeat, cache))
 
     def advance(cache, t, prev, prev_valid):
         del t  # the cache tracks its own write slot and positions
         logits, cache = model(prev[:, None], cache=cache, attention_mask=prev_valid[:, None])
         return logits[:, 0], constrain(cache)
 
-    row_keys = jax.random.split(key, bk)
-    out = _generate(logits[:, -1], constrain(cache), advance, row_keys, s)
+    row_keys = jax.random.split(key, b * k)
+    out = _generate(repeat(logits[:, -1]), cache, advance, row_keys, s)
+    prompts, prompt_mask = _repeat_prompts(prompt_tokens, prompt_lengths, k)
     return _rollout(prompts, prompt_mask, *out)
 
 
