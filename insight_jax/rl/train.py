@@ -62,7 +62,7 @@ class Run:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
         self.config = c = config
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # orbax needs absolute paths
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.tokenizer = CharTokenizer()
         self.task = get_task(c.task.name, **_to_dict(c.task.kwargs))
