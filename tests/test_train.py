@@ -28,11 +28,13 @@ def _load_config():
         sys.path.pop(0)
 
 
-def test_smoke_run_on_fake_mesh(tmp_path, devices):
+def test_smoke_run_on_fake_mesh(tmp_path, devices, monkeypatch):
     from insight_jax.rl.train import train_and_evaluate
 
     config = _load_config()
-    summary = train_and_evaluate(config, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    summary = train_and_evaluate(config, "run")  # a relative workdir, as users type it
+    tmp_path = tmp_path / "run"
     total = config.warmstart.steps + config.rl.steps
     records = read_metrics_jsonl(tmp_path / "metrics.jsonl")
     steps = [r["step"] for r in records if "sft_loss" in r or "reward_mean" in r]
