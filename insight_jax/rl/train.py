@@ -201,8 +201,9 @@ class Run:
             k_sel, beliefs, m, c.selection.num_candidates, self.scorer, scores=cached
         )
         idx = np.asarray(idx)
-        alpha_sel = np.asarray(beliefs.alpha)[idx]
-        beta_sel = np.asarray(beliefs.beta)[idx]
+        # Gather the M selected beliefs on device: copying the whole pool to the host every
+        # step would cost O(N).
+        alpha_sel, beta_sel = jax.device_get((beliefs.alpha[idx], beliefs.beta[idx]))
         times["time_select"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
