@@ -6,86 +6,20 @@ Runs in a few minutes on a laptop CPU:
 
   python -m insight_jax.main --config=configs/arithmetic_tiny.py --workdir=workdirs/arithmetic_tiny
 
-Argument (after a colon): a scorer name, e.g. `--config=configs/arithmetic_tiny.py:mopps`, or
-`smoke` for the seconds-long variant the tests run.
+Argument (after a colon, comma-separated): a method, i.e. a scorer name or `ds` (DAPO dynamic
+sampling), e.g. `--config=configs/arithmetic_tiny.py:mopps`, and/or `smoke` for the
+seconds-long variant the tests run. Shared fields and their meaning: insight_jax/rl/base_config.py.
+Sweeps over this config: configs/ablations/arithmetic_tiny.py.
 """
 
 import ml_collections
 
+from insight_jax.rl.base_config import apply_arg, get_base_config
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-
-    c.task = ml_collections.ConfigDict()
-    c.task.name = "arithmetic"  # tasks registry name
+    c = get_base_config()
+    c.task.name = "arithmetic"
     c.task.kwargs = dict(levels=(1, 2), ops=("+", "-"), tag="a")  # short answer tag
-    c.task.num_train = 2000  # prompt pool size N
-    c.task.num_test = 256  # held-out problems (disjoint split)
-    c.task.max_prompt_len = 0  # 0: longest prompt in the pool (+ BOS)
-
-    c.model = ml_collections.ConfigDict()
-    c.model.preset = "tiny"  # TransformerConfig preset
-    c.model.overrides = dict(num_layers=2, embed_dim=128, mlp_dim=256)
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.shape = (-1,)  # -1: all devices
-    c.mesh.axes = ("data",)
-
-    c.warmstart = ml_collections.ConfigDict()
-    c.warmstart.steps = 400  # supervised steps on reference answers (0: none)
-    c.warmstart.batch_size = 64
-    c.warmstart.learning_rate = 3e-3
-
-    c.rl = ml_collections.ConfigDict()
-    c.rl.steps = 100  # GRPO steps
-    c.rl.batch_size = 32  # M prompts per step
-    c.rl.num_rollouts = 8  # K rollouts per prompt
     c.rl.max_new_tokens = 12
-    c.rl.temperature = 1.0
-    c.rl.top_p = 1.0
-    c.rl.learning_rate = 3e-4
-    c.rl.weight_decay = 0.0
-    c.rl.grad_clip = 1.0
-    c.rl.clip_low = 0.2
-    c.rl.clip_high = 0.28
-    c.rl.aggregation = "token_mean"
-    c.rl.entropy_coef = 0.0
-    c.rl.num_minibatches = 2
-    c.rl.num_ppo_epochs = 1
-
-    c.selection = ml_collections.ConfigDict()
-    c.selection.scorer = "insight"  # any name in insight_jax.selection.SCORER_NAMES
-    c.selection.params = dict(eta=3.0, mu=0.3)  # scorer parameters
-    c.selection.num_candidates = 16 * 32  # Mhat = 16 M (>= N: the whole pool)
-    c.selection.decay = 1.0  # lambda, forgetting factor
-    c.selection.alpha0 = 1.0
-    c.selection.beta0 = 1.0
-    c.selection.success_rule = "threshold"
-    c.selection.success_threshold = 1.0
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.every = 25  # RL steps between held-out evaluations
-    c.eval.num_samples = 4  # pass@1 = mean over this many samples per problem
-    c.eval.temperature = 0.6
-    c.eval.top_p = 0.95
-
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 25
-    c.checkpoint.max_to_keep = 2
-
-    if arg == "smoke":
-        c.task.num_train, c.task.num_test = 64, 16
-        c.model.overrides = dict(
-            num_layers=1, embed_dim=32, mlp_dim=64, num_heads=2, num_kv_heads=1, head_dim=16
-        )
-        c.warmstart.steps, c.warmstart.batch_size = 4, 8
-        c.rl.steps, c.rl.batch_size, c.rl.num_rollouts = 6, 8, 4
-        c.selection.num_candidates = 32
-        c.eval.every, c.eval.num_samples = 3, 2
-        c.checkpoint.every = 2
-    elif arg:
-        c.selection.scorer = arg
-        if arg not in ("insight", "insight_weight_only", "insight_sampled"):
-            c.selection.params = {}
-    return c
+    return apply_arg(c, arg)

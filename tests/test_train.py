@@ -18,12 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/arithmetic_tiny.py:smoke"
 
 
-def _load_config():
+def _load_config(arg="smoke"):
     sys.path.insert(0, str(ROOT / "configs"))
     try:
         import arithmetic_tiny
 
-        return arithmetic_tiny.get_config("smoke")
+        return arithmetic_tiny.get_config(arg)
     finally:
         sys.path.pop(0)
 
@@ -50,6 +50,66 @@ def test_smoke_run_on_fake_mesh(tmp_path, devices, monkeypatch):
     assert n.sum() == pytest.approx(2 * len(n) + config.rl.steps * config.rl.batch_size * 4)
     assert summary["prompts_seen"] == int(np.sum(n > 2))
     assert {"eval_accuracy_before_rl", "eval_accuracy_after"} <= set(summary)
+
+
+def _rl_records(workdir):
+    drop = ("time_", "eval_")  # wall times differ; compare what was learned
+    return [
+        {k: v for k, v in r.items() if not k.startswith(drop)}
+        for r in read_metrics_jsonl(workdir / "metrics.jsonl")
+        if "reward_mean" in r
+    ]
+
+
+def test_warm_start_cache_reproduces_the_uncached_run(tmp_path, devices):
+    """A run that loads the cached warm start trains exactly like one that ran it itself."""
+    from insight_jax.rl.train import train_and_evaluate
+
+    config = _load_config("smoke,mopps")
+    config.warmstart.cache_dir = str(tmp_path / "cache")
+    first = train_and_evaluate(config, tmp_path / "first")  # runs the warm start, fills the cache
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert entry.name == Path(first["warm_start_cache"]).name
+    second = train_and_evaluate(config, tmp_path / "second")
+    assert not any("sft_loss" in r for r in read_metrics_jsonl(tmp_path / "second/metrics.jsonl"))
+    assert _rl_records(tmp_path / "first") == _rl_records(tmp_path / "second")
+    assert first["eval_accuracy_after"] == second["eval_accuracy_after"]
+    # A different scorer reuses the same warm start; a different warm start does not.
+    other = _load_config("smoke,insight")
+    other.warmstart.cache_dir = config.warmstart.cache_dir
+    assert train_and_evaluate(other, tmp_path / "third")["warm_start_cache"] == str(entry)
+    other.warmstart.learning_rate = 1e-3
+    from insight_jax.rl.train import Run
+
+    assert Run(other, tmp_path / "fourth").warm_start_cache() != entry
+
+
+def test_dynamic_sampling_counts_every_rollout(tmp_path, devices):
+    from insight_jax.rl.train import train_and_evaluate
+
+    config = _load_config("smoke,ds")
+    summary = train_and_evaluate(config, tmp_path)
+    m, k = config.rl.batch_size, config.rl.num_rollouts
+    rl = [r for r in read_metrics_jsonl(tmp_path / "metrics.jsonl") if "reward_mean" in r]
+    rounds = [r["sampling_rounds"] for r in rl]
+    assert all(1 <= x <= config.selection.dynamic_sampling_rounds for x in rounds)
+    assert [r["rollouts"] for r in rl] == [x * m * k for x in rounds]
+    assert summary["rollouts"] == sum(r["rollouts"] for r in rl)
+    # The kept batch holds mixed groups first: if a step stopped early, none is zero-variance.
+    last = config.selection.dynamic_sampling_rounds
+    assert all(r["zero_var_frac"] == 0.0 for r in rl if r["sampling_rounds"] < last)
+    # Beliefs saw every generated group, not only the M kept ones.
+    beliefs = np.load(tmp_path / "final_beliefs.npz")
+    assert (beliefs["alpha"] + beliefs["beta"] - 2).sum() == pytest.approx(summary["rollouts"])
+
+
+def test_dynamic_sampling_needs_the_random_scorer(tmp_path, devices):
+    from insight_jax.rl.train import Run
+
+    config = _load_config("smoke,ds")
+    config.selection.scorer = "insight"
+    with pytest.raises(ValueError, match="random"):
+        Run(config, tmp_path)
 
 
 def _command(workdir):

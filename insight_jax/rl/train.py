@@ -16,6 +16,7 @@ iterated). Metrics of a step are written before any checkpoint that follows it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -29,7 +30,13 @@ from flax import nnx
 
 from insight_jax import sharding as shd
 from insight_jax.checkpointing import Checkpointer
-from insight_jax.metrics import DeferredWriter, MetricWriter, plot_learning_curves, progress
+from insight_jax.metrics import (
+    DeferredWriter,
+    MetricWriter,
+    plot_learning_curves,
+    progress,
+    read_metrics_jsonl,
+)
 from insight_jax.models.tokenizers import CharTokenizer, encode_batch
 from insight_jax.models.transformer import Transformer, TransformerConfig
 from insight_jax.rl import grpo as grpo_lib
@@ -39,6 +46,7 @@ from insight_jax.rl.steps import make_step_fns
 from insight_jax.selection import (
     Beliefs,
     apply_update,
+    draw_candidates,
     get_scorer,
     init_beliefs,
     init_scores,
@@ -122,6 +130,40 @@ class Run:
             raise ValueError(f"M*K={m * k} rows must split into {c.rl.num_minibatches} minibatches")
         if m > c.task.num_train:
             raise ValueError(f"rl.batch_size={m} exceeds the pool size {c.task.num_train}")
+        rounds = c.selection.dynamic_sampling_rounds
+        if rounds < 0 or (rounds and c.selection.scorer != "random"):
+            raise ValueError(
+                "selection.dynamic_sampling_rounds must be >= 0, and > 0 only with scorer "
+                f"'random' (DAPO samples uniformly); got {rounds} with {c.selection.scorer!r}"
+            )
+        if rounds * m > c.task.num_train:
+            raise ValueError(
+                f"dynamic sampling draws up to rounds*M={rounds * m} distinct prompts per step, "
+                f"more than the pool ({c.task.num_train})"
+            )
+
+    def warm_start_cache(self) -> Path | None:
+        """The cache directory of this run's warm-started policy, or None (no cache/warm start).
+
+        Keyed by a hash of every setting the warm start depends on, so a run never picks up a
+        policy trained under different settings.
+        """
+        c = self.config
+        if not c.warmstart.cache_dir or not self.warm_steps:
+            return None
+        ws = {k: v for k, v in _to_dict(c.warmstart).items() if k != "cache_dir"}
+        key = {
+            "seed": c.seed,
+            "task": _to_dict(c.task),
+            "model": _to_dict(c.model),
+            "mesh": [list(c.mesh.shape), list(c.mesh.axes), jax.device_count()],
+            "warmstart": ws,
+            "sequence": [self.prompt_len, c.rl.max_new_tokens],
+            "optimizer": [c.rl.weight_decay, c.rl.grad_clip],
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        name = f"{c.task.name}-s{c.seed}-w{self.warm_steps}-{digest[:12]}"
+        return Path(c.warmstart.cache_dir).resolve() / name
 
     # ---------------------------------------------------------------------------- state
 
@@ -188,64 +230,117 @@ class Run:
         )
         return {**state, "model": model, "opt": opt}, metrics
 
-    def rl_step(self, state, step: int) -> tuple[dict[str, Any], dict[str, float]]:
-        c, rl = self.config, self.config.rl
-        m, k = rl.batch_size, rl.num_rollouts
-        k_sel, k_roll, k_upd = jax.random.split(self.step_key(state, step), 3)
-        times = {}
-
-        t0 = time.perf_counter()
-        beliefs = self.beliefs(state)
-        cached = state["scores"] if self.scorer.deterministic else None
-        idx = select_batch(
-            k_sel, beliefs, m, c.selection.num_candidates, self.scorer, scores=cached
-        )
-        idx = np.asarray(idx)
-        # Gather the M selected beliefs on device: copying the whole pool to the host every
-        # step would cost O(N).
-        alpha_sel, beta_sel = jax.device_get((beliefs.alpha[idx], beliefs.beta[idx]))
-        times["time_select"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
+    def _rollout(self, model, idx: np.ndarray, key: jax.Array):
+        """K completions for each prompt of `idx` and their rewards [len(idx), K]."""
+        rl = self.config.rl
         records = [self.pool[int(i)] for i in idx]
         tokens, lengths = encode_prompts(self.tokenizer, self.task, records, self.prompt_len)
-        model = nnx.merge(self.sharded.graphdef, state["model"])
         rollout = sample(
             model,
             tokens,
             lengths,
-            k_roll,
+            key,
             max_new_tokens=rl.max_new_tokens,
-            num_samples=k,
+            num_samples=rl.num_rollouts,
             temperature=rl.temperature,
             top_p=rl.top_p,
             eos_id=self.tokenizer.eos_id,
             pad_id=self.tokenizer.pad_id,
             mesh=self.mesh,
         )
-        rewards, _ = rollout_rewards(self.tokenizer, self.task, records, rollout, k)
-        times["time_rollout"] = time.perf_counter() - t0
+        rewards, _ = rollout_rewards(self.tokenizer, self.task, records, rollout, rl.num_rollouts)
+        return rollout, rewards
+
+    def _dynamic_sampling(self, model, k_sel, k_roll):
+        """DAPO dynamic sampling: uniform batches of M until M groups have mixed rewards.
+
+        The prompts of all rounds are one uniform draw without replacement (so no prompt is
+        rolled out twice in a step). Kept: the first M mixed groups in draw order; if fewer than
+        M after the last round, the batch is filled with uniform (zero-advantage) groups, as
+        DAPO's batch must be full. Returns the M kept indices, their rollout fields and rewards,
+        every rolled-out index and its rewards (for the belief update), and the round count.
+        """
+        m, k = self.config.rl.batch_size, self.config.rl.num_rollouts
+        rounds = self.config.selection.dynamic_sampling_rounds
+        drawn = np.asarray(draw_candidates(k_sel, self.config.task.num_train, rounds * m))
+        fields = ("sequences", "sequence_mask", "sequence_logprobs", "loss_mask")
+        parts, rewards_all, mixed = [], [], 0
+        for r in range(rounds):
+            rollout, rewards = self._rollout(
+                model, drawn[r * m : (r + 1) * m], jax.random.fold_in(k_roll, r)
+            )
+            parts.append({f: np.asarray(getattr(rollout, f)) for f in fields})
+            rewards_all.append(rewards)
+            mixed += int(np.sum(~np.all(rewards == rewards[:, :1], axis=1)))
+            if mixed >= m:
+                break
+        rewards_all = np.concatenate(rewards_all)
+        is_mixed = ~np.all(rewards_all == rewards_all[:, :1], axis=1)
+        # Mixed groups first, then the rest, each in draw order (stable sort).
+        keep = np.argsort(~is_mixed, kind="stable")[:m]
+        rows = (keep[:, None] * k + np.arange(k)[None]).reshape(-1)
+        batch = {f: np.concatenate([p[f] for p in parts])[rows] for f in fields}
+        used = drawn[: len(rewards_all)]
+        return used[keep], batch, rewards_all[keep], used, rewards_all, len(parts)
+
+    def rl_step(self, state, step: int) -> tuple[dict[str, Any], dict[str, float]]:
+        c, rl = self.config, self.config.rl
+        m, k = rl.batch_size, rl.num_rollouts
+        k_sel, k_roll, k_upd = jax.random.split(self.step_key(state, step), 3)
+        times = {}
+        model = nnx.merge(self.sharded.graphdef, state["model"])
+        beliefs = self.beliefs(state)
+
+        if c.selection.dynamic_sampling_rounds:
+            t0 = time.perf_counter()
+            idx, fields, rewards, seen, seen_rewards, rounds = self._dynamic_sampling(
+                model, k_sel, k_roll
+            )
+            times["time_select"] = 0.0  # uniform draws; the cost is in the extra rollouts
+            times["time_rollout"] = time.perf_counter() - t0
+        else:
+            t0 = time.perf_counter()
+            cached = state["scores"] if self.scorer.deterministic else None
+            idx = select_batch(
+                k_sel, beliefs, m, c.selection.num_candidates, self.scorer, scores=cached
+            )
+            idx = np.asarray(idx)
+            times["time_select"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rollout, rewards = self._rollout(model, idx, k_roll)
+            fields = {
+                "sequences": rollout.sequences,
+                "sequence_mask": rollout.sequence_mask,
+                "sequence_logprobs": rollout.sequence_logprobs,
+                "loss_mask": rollout.loss_mask,
+            }
+            seen, seen_rewards, rounds = idx, rewards, 1
+            times["time_rollout"] = time.perf_counter() - t0
+        # Gather the M selected beliefs on device: copying the whole pool to the host every
+        # step would cost O(N).
+        alpha_sel, beta_sel = jax.device_get((beliefs.alpha[idx], beliefs.beta[idx]))
 
         t0 = time.perf_counter()
         advantages = np.asarray(
             grpo_lib.group_advantages(jnp.asarray(rewards), normalize_std=self.grpo.normalize_std)
         ).reshape(-1)
         batch = {
-            "sequences": rollout.sequences,
-            "sequence_mask": rollout.sequence_mask,
-            "old_logprobs": rollout.sequence_logprobs,
+            "sequences": fields["sequences"],
+            "sequence_mask": fields["sequence_mask"],
+            "old_logprobs": fields["sequence_logprobs"],
             "advantages": jnp.asarray(advantages),
-            "loss_mask": rollout.loss_mask,
+            "loss_mask": fields["loss_mask"],
         }
         new_model, new_opt, upd = self.steps.grpo_step(state["model"], state["opt"], batch, k_upd)
         jax.block_until_ready(new_model)
         times["time_update"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        # Beliefs learn from every group rolled out (for dynamic sampling: all rounds).
         successes = successes_from_rewards(
-            rewards, c.selection.success_rule, c.selection.success_threshold
+            seen_rewards, c.selection.success_rule, c.selection.success_threshold
         )
-        sel_idx, sel_s = validate_update(c.task.num_train, idx, successes, k, c.selection.decay)
+        sel_idx, sel_s = validate_update(c.task.num_train, seen, successes, k, c.selection.decay)
         beliefs = apply_update(
             beliefs, jnp.asarray(sel_idx), jnp.asarray(sel_s), k, float(c.selection.decay)
         )
@@ -254,7 +349,7 @@ class Run:
             scores = rescore(scores, beliefs, sel_idx, self.scorer)
         times["time_belief_update"] = time.perf_counter() - t0
 
-        s = successes
+        s = successes_from_rewards(rewards, c.selection.success_rule, c.selection.success_threshold)
         metrics = {
             "reward_mean": float(rewards.mean()),
             "train_accuracy": float(np.mean(rewards >= c.selection.success_threshold)),
@@ -264,7 +359,11 @@ class Run:
             "sel_mean_phibar": float(np.mean(alpha_sel / (alpha_sel + beta_sel))),
             "sel_mean_evidence": float(np.mean(alpha_sel + beta_sel)),
             "sel_success_rate": float(np.mean(s) / k),
-            "completion_len": float(np.asarray(rollout.lengths).mean()),
+            "completion_len": float(
+                np.mean(np.asarray(fields["sequence_mask"])[:, self.prompt_len :].sum(-1))
+            ),
+            "rollouts": float(len(seen) * k),  # generated this step (incl. discarded)
+            "sampling_rounds": float(rounds),
             **{kk: float(v) for kk, v in jax.device_get(upd).items()},
             **times,
         }
@@ -305,6 +404,19 @@ def _abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
+def _save_warm_start(cache_dir: Path, step: int, state) -> None:
+    """Adds the warm-started state to the shared cache (first writer wins; never fatal)."""
+    if (cache_dir / "checkpoints").exists():
+        return
+    tmp = cache_dir.with_name(f"{cache_dir.name}.tmp-{time.time_ns()}")
+    try:
+        with Checkpointer(tmp / "checkpoints", max_to_keep=1) as cache:
+            cache.save(step, state, {"step": step}, force=True)
+        tmp.rename(cache_dir)  # atomic: readers see a whole cache entry or none
+    except OSError as e:  # another run won the race, or the disk is read-only
+        print(f"warm-start cache not written ({e})", flush=True)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Runs (or resumes) the configured training and returns the final summary metrics.
 
@@ -323,12 +435,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     state = run.initial_state()
     restored = ckpt.restore_latest(_abstract(state))
     start = 0
+    cache_dir = run.warm_start_cache()
     if restored is not None:
         start, state, _ = restored
         print(f"resumed from the checkpoint of step {start} in {ckpt.directory}", flush=True)
+    elif cache_dir is not None and (cache_dir / "checkpoints").exists():
+        with Checkpointer(cache_dir / "checkpoints", max_to_keep=1) as cache:
+            cached = cache.restore_latest(_abstract(state))
+        if cached is not None and cached[0] == run.warm_steps:
+            start, state, _ = cached
+            # Beliefs are still the prior; the cached scores belong to the scorer of the run
+            # that wrote the cache, so score the prior with this run's scorer.
+            state = {**state, "scores": run._full_scores(run.beliefs(state))}
+            print(f"warm-started policy loaded from {cache_dir}", flush=True)
 
     summary_path = run.workdir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() and start else {}
+    if cache_dir is not None:
+        summary["warm_start_cache"] = str(cache_dir)
     wall0 = time.perf_counter()
     split = {"time_select": 0.0, "time_rollout": 0.0, "time_update": 0.0, "time_belief_update": 0.0}
     bar = progress(run.total_steps, desc="train", initial=start)
@@ -364,6 +488,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             if rl_index % c.eval.every == 0 and step + 1 < run.total_steps:
                 eval_and_log(step + 1, "latest")
         state = {**state, "step": jax.device_put(jnp.int32(step + 1), state["step"].sharding)}
+        if step + 1 == run.warm_steps and cache_dir is not None:
+            _save_warm_start(cache_dir, step + 1, state)
         deferred.push(step, metrics)
         bar.update(1)
         if ckpt.should_save(step + 1) or step + 1 == run.total_steps:
@@ -379,6 +505,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     writer.close()
     ckpt.close()
 
+    rows = read_metrics_jsonl(run.workdir / "metrics.jsonl")
     beliefs = run.beliefs(state)
     alpha = np.asarray(beliefs.alpha)[: c.task.num_train]
     beta = np.asarray(beliefs.beta)[: c.task.num_train]
@@ -389,7 +516,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         {
             "steps_warm_start": run.warm_steps,
             "steps_rl": c.rl.steps,
-            "rollouts": c.rl.steps * c.rl.batch_size * c.rl.num_rollouts,
+            "rollouts": int(sum(r["rollouts"] for r in rows if "rollouts" in r)),
             "prompts_seen": int(np.sum(n > prior)),
             "scorer": run.scorer.name,
             "wall_time_this_session_s": time.perf_counter() - wall0,

@@ -1,0 +1,15 @@
+"""Sweeps over configs/countdown_tiny.py: "warm", "main" (methods x seeds), "ablations".
+
+    python launch/sweep.py configs/ablations/countdown_tiny.py:warm --root=workdirs/study --jobs=2
+    python launch/sweep.py configs/ablations/countdown_tiny.py:main --root=workdirs/study --jobs=2
+
+Rows and the tuning protocol: configs/ablations/sweeps_common.py.
+"""
+
+import sweeps_common
+
+CONFIG = "configs/countdown_tiny.py"
+
+
+def get_hyper(h, name="main"):
+    return sweeps_common.hyper(h, name, batch_size=32, pool_size=2000)

@@ -1,0 +1,54 @@
+"""Sweeps shared by the tiny configs' ablation files (configs/ablations/<config>.py).
+
+Seeds: 0 was used while building the configs (learning rate, warm-start length); the comparison
+runs seeds 1-5, which no choice was made on. No method is tuned per task: every scorer runs with
+the paper's defaults (eta = 3, mu = 0.3, Mhat = 16 M, lambda = 1), so each gets the same (zero)
+tuning budget; the ablation sweeps below then show how much tuning could move each knob.
+"""
+
+SEEDS = [1, 2, 3, 4, 5]
+METHODS = ["random", "insight", "mopps", "expected_difficulty", "inverse_evidence", "ds"]
+ABLATION_SCORERS = ["insight_info_only", "insight_weight_only", "insight_sampled"]
+MUS = [0.1, 0.3, 0.7]
+ETAS = [0.0, 1.0, 3.0, 10.0]
+DECAYS = [1.0, 0.9, 0.5]
+# Held-out pass@1 every 10 RL steps (for steps-to-target), one shared warm-start cache.
+STUDY = {
+    "config.eval.every": 10,
+    "config.checkpoint.every": 50,
+    "config.warmstart.cache_dir": "workdirs/warm_cache",
+}
+
+
+def hyper(h, name: str, batch_size: int, pool_size: int):
+    """Rows of sweep `name` ("warm", "main", "ablations") for a config with these M and N."""
+    fixed = [h.fixed(k, v) for k, v in STUDY.items()]
+    seeds = h.sweep("config.seed", SEEDS)
+    if name == "warm":  # the warm starts only, so the sweeps that follow share them
+        return h.product([seeds, h.fixed("config.rl.steps", 0), *fixed])
+    if name == "main":
+        return h.product([seeds, h.sweep("arg", METHODS), *fixed])
+    if name == "ablations":
+        insight = h.fixed("arg", "insight")
+        rows = h.chain(
+            [
+                h.sweep("arg", ABLATION_SCORERS),
+                h.product(
+                    [insight, h.sweep("config.selection.params.mu", [m for m in MUS if m != 0.3])]
+                ),
+                h.product(
+                    [insight, h.sweep("config.selection.params.eta", [e for e in ETAS if e != 3.0])]
+                ),
+                h.product(
+                    [
+                        insight,
+                        h.sweep("config.selection.num_candidates", [8 * batch_size, pool_size]),
+                    ]
+                ),
+                h.product(
+                    [insight, h.sweep("config.selection.decay", [d for d in DECAYS if d != 1.0])]
+                ),
+            ]
+        )
+        return h.product([seeds, rows, *fixed])
+    raise ValueError(f"unknown sweep {name!r}: warm, main or ablations")

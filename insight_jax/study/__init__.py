@@ -1,0 +1,1 @@
+"""Multi-seed study tools: statistics for comparing prompt-selection methods (`stats`)."""
