@@ -420,11 +420,13 @@ def _save_warm_start(cache_dir: Path, step: int, state) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Runs (or resumes) the configured training and returns the final summary metrics.
 
-    Writes under workdir: metrics.jsonl + tb/ (TensorBoard), checkpoints/, data/ (the prompt
-    pool), learning_curves.png, summary.json and final_beliefs.npz (alpha, beta per prompt).
+    Writes under workdir: config.json, metrics.jsonl + tb/ (TensorBoard), checkpoints/, data/
+    (the prompt pool), learning_curves.png, summary.json and final_beliefs.npz (alpha, beta per
+    prompt). With warmstart.cache_dir set, the warm-started policy is shared through that cache.
     """
     run = Run(config, workdir)
     c = config
+    (run.workdir / "config.json").write_text(c.to_json_best_effort(indent=1, sort_keys=True))
     writer = MetricWriter(run.workdir)
     deferred = DeferredWriter(writer)
     ckpt = Checkpointer(

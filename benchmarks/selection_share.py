@@ -1,0 +1,142 @@
+"""Share of a training step spent on prompt selection, at the default and at N = 1e6 prompts.
+
+1. Runs the built-in default (configs/arithmetic_tiny.py, InSight, Mhat = 16 M) for --rl-steps
+   RL steps through the real loop (train_and_evaluate) and takes the median per-step wall time of
+   each phase from its metrics: selection, rollouts, GRPO update, belief update + O(M) rescore.
+2. In the same process, times exactly the selection-side calls of one RL step (select_batch from
+   the cached scores, the gather of the M selected beliefs, validate_update, apply_update,
+   rescore) on pools of N = 1e6 (and the default N), with Mhat = 16 M and with the whole pool.
+   The rest of a step (rollouts, update) does not depend on N at fixed M and K, so the N = 1e6
+   share is that selection time over (selection + the measured rollout and update times).
+
+Usage: python benchmarks/selection_share.py [--rl-steps 30]
+Writes benchmarks/results/selection_share.json and prints a table. Target: under 1% at the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "configs"))
+sys.path.insert(0, str(ROOT))
+
+import arithmetic_tiny  # noqa: E402
+
+from insight_jax import selection as sel  # noqa: E402
+from insight_jax.metrics import read_metrics_jsonl  # noqa: E402
+from insight_jax.rl.train import train_and_evaluate  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def selection_side_time(n, m, k, num_candidates, scorer, repeats, seed=0):
+    """Median seconds of the selection-side calls of one RL step on a pool of n prompts."""
+    rng = np.random.default_rng(seed)
+    beliefs = sel.init_beliefs(n)
+    # A pool part-way through training: random evidence, so scores are not all tied.
+    a = 1.0 + rng.integers(0, 5 * k, n).astype(np.float32)
+    b = 1.0 + rng.integers(0, 5 * k, n).astype(np.float32)
+    beliefs = beliefs.replace(alpha=jnp.asarray(a), beta=jnp.asarray(b))
+    scores = sel.init_scores(beliefs, scorer)
+    key = jax.random.key(seed)
+
+    def step(i, beliefs, scores):
+        k_i = jax.random.fold_in(key, i)
+        idx = np.asarray(sel.select_batch(k_i, beliefs, m, num_candidates, scorer, scores=scores))
+        jax.device_get((beliefs.alpha[idx], beliefs.beta[idx]))
+        s = rng.integers(0, k + 1, m)
+        idx, s = sel.validate_update(n, idx, s, k, 1.0)
+        beliefs = sel.apply_update(beliefs, jnp.asarray(idx), jnp.asarray(s), k, 1.0)
+        scores = sel.rescore(scores, beliefs, idx, scorer)
+        jax.block_until_ready(scores)
+        return beliefs, scores
+
+    beliefs, scores = step(0, beliefs, scores)  # compile
+    times = []
+    for i in range(1, repeats + 1):
+        t0 = time.perf_counter()
+        beliefs, scores = step(i, beliefs, scores)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rl-steps", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--sizes", default="2000,1000000")
+    p.add_argument("--out", default=str(RESULTS / "selection_share.json"))
+    args = p.parse_args()
+
+    config = arithmetic_tiny.get_config()
+    config.rl.steps = args.rl_steps
+    config.eval.every = 10**6  # evaluations are not part of a step
+    config.checkpoint.every = 10**6
+    config.warmstart.cache_dir = str(ROOT / "workdirs" / "warm_cache")
+    with tempfile.TemporaryDirectory() as tmp:
+        train_and_evaluate(config, tmp)
+        rows = [r for r in read_metrics_jsonl(Path(tmp) / "metrics.jsonl") if "reward_mean" in r]
+    rows = rows[1:]  # the first step compiles
+    keys = ("time_select", "time_rollout", "time_update", "time_belief_update")
+    phase = {k: float(np.median([r[k] for r in rows])) for k in keys}
+    rest = phase["time_rollout"] + phase["time_update"]
+    m, k = config.rl.batch_size, config.rl.num_rollouts
+    scorer = sel.get_scorer("insight", num_rollouts=k, **config.selection.params.to_dict())
+
+    results = {
+        "config": "configs/arithmetic_tiny.py (default)",
+        "rl_steps_timed": len(rows),
+        "phase_median_s": phase,
+        "default_in_loop": {
+            "select_share": phase["time_select"] / (phase["time_select"] + rest),
+            "select_and_belief_share": (phase["time_select"] + phase["time_belief_update"])
+            / sum(phase.values()),
+        },
+        "microbenchmark": [],
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+        },
+    }
+    for n in (int(x) for x in args.sizes.split(",")):
+        for mhat_name, mhat in (("16M", 16 * m), ("whole_pool", n)):
+            t = selection_side_time(n, m, k, mhat, scorer, args.repeats)
+            results["microbenchmark"].append(
+                {"N": n, "Mhat": mhat_name, "selection_s": t, "share": t / (t + rest)}
+            )
+
+    print(f"median per RL step over {len(rows)} steps of the default run:")
+    for key, v in phase.items():
+        print(f"  {key:<20} {1e3 * v:9.2f} ms")
+    d = results["default_in_loop"]
+    print(
+        f"  selection share {100 * d['select_share']:.3f}%  "
+        f"(with belief update + rescore: {100 * d['select_and_belief_share']:.3f}%)"
+    )
+    print(f"\n{'N':>9} {'Mhat':>10} {'selection ms':>13} {'share of step':>14}")
+    for r in results["microbenchmark"]:
+        print(
+            f"{r['N']:>9} {r['Mhat']:>10} {1e3 * r['selection_s']:>13.2f}"
+            f" {100 * r['share']:>13.3f}%"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Collects a sweep's runs into curves and statistics: tables, JSON and figures.
+
+A sweep directory (launch/sweep.py) holds one workdir per row, named by the row's varying keys:
+``<method>[,key=value...],seed=<s>``, e.g. ``insight,seed=3`` or
+``insight,seed=1,selection.params.mu=0.1``. A *variant* is a row name without its seed; the
+seeds of a variant are its replicates. From each finished workdir (summary.json has
+``eval_accuracy_after``) we read metrics.jsonl:
+
+* held-out pass@1 at the eval steps, indexed by RL step (0 = end of the warm start);
+* rollouts generated before each eval step (per seed: dynamic sampling draws a varying number);
+* per-step wall time split into selection / rollout / update / belief update.
+
+`summarize` turns variants into the study's numbers (stats.py holds the formulas): final
+accuracy mean and 95% t-interval; its difference from the baseline with a bootstrap interval and
+Welch p-value; the steps-to-target speed-up over the baseline with a seed-bootstrap interval
+(target = the baseline's final mean accuracy, re-estimated in each bootstrap sample); rollouts to
+the same target; the median time split per step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from insight_jax.metrics import read_metrics_jsonl
+from insight_jax.study import stats
+
+TIME_KEYS = ("time_select", "time_rollout", "time_update", "time_belief_update")
+
+
+@dataclass
+class Variant:
+    """The seeds of one sweep row (method + settings): curves[seed, eval] on steps[eval]."""
+
+    name: str
+    seeds: list[int] = field(default_factory=list)
+    steps: np.ndarray | None = None  # RL steps of the evals (0 = before RL)
+    curves: list[np.ndarray] = field(default_factory=list)  # held-out pass@1
+    rollouts: list[np.ndarray] = field(default_factory=list)  # generated before each eval
+    times: list[dict[str, float]] = field(default_factory=list)  # median seconds per step
+
+    @property
+    def method(self) -> str:
+        return self.name.split(",")[0]
+
+
+def parse_row_name(name: str) -> tuple[str, int]:
+    """(variant, seed) of a row name: the `seed=<s>` part removed."""
+    parts = name.split(",")
+    seeds = [p for p in parts if p.startswith("seed=")]
+    if len(seeds) != 1:
+        raise ValueError(f"row name {name!r} has no single seed=<s> part")
+    return ",".join(p for p in parts if not p.startswith("seed=")), int(seeds[0][5:])
+
+
+def read_run(workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]] | None:
+    """(eval RL steps, pass@1, rollouts before each eval, median time split) of a finished run."""
+    summary_path = workdir / "summary.json"
+    if not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    if "eval_accuracy_after" not in summary:
+        return None
+    warm = summary["steps_warm_start"]
+    rows = read_metrics_jsonl(workdir / "metrics.jsonl")
+    evals = [(r["step"] - warm, r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
+    train = [r for r in rows if "reward_mean" in r]
+    rl_steps = np.array([r["step"] - warm for r in train])
+    spent = np.array([r.get("rollouts", 0.0) for r in train])
+    steps = np.array([s for s, _ in evals], dtype=float)
+    acc = np.array([a for _, a in evals], dtype=float)
+    rollouts = np.array([spent[rl_steps < s].sum() for s in steps])
+    # Medians skip the first step (compilation) when there are more.
+    timed = train[1:] if len(train) > 1 else train
+    times = {k: float(np.median([r[k] for r in timed])) for k in TIME_KEYS if timed}
+    return steps, acc, rollouts, times
+
+
+def load_sweep_dir(sweep_dir: str | Path) -> dict[str, Variant]:
+    """Finished runs of a sweep directory, grouped into variants (seeds in ascending order)."""
+    variants: dict[str, Variant] = {}
+    for workdir in sorted(Path(sweep_dir).iterdir()):
+        if not workdir.is_dir():
+            continue
+        try:
+            name, seed = parse_row_name(workdir.name)
+        except ValueError:
+            continue
+        run = read_run(workdir)
+        if run is None:
+            continue
+        steps, acc, rollouts, times = run
+        v = variants.setdefault(name, Variant(name))
+        if v.steps is None:
+            v.steps = steps
+        elif not np.array_equal(v.steps, steps):
+            raise ValueError(f"{workdir}: eval steps {steps} differ from {v.steps} of its variant")
+        v.seeds.append(seed)
+        v.curves.append(acc)
+        v.rollouts.append(rollouts)
+        v.times.append(times)
+    for v in variants.values():
+        order = np.argsort(v.seeds)
+        v.seeds = [v.seeds[i] for i in order]
+        v.curves = [v.curves[i] for i in order]
+        v.rollouts = [v.rollouts[i] for i in order]
+        v.times = [v.times[i] for i in order]
+    return variants
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def summarize(
+    variants: dict[str, Variant], baseline: str = "random", n_boot: int = 10000, seed: int = 0
+) -> dict[str, Any]:
+    """The study's numbers per variant, against `baseline` (module docstring)."""
+    if baseline not in variants:
+        raise ValueError(f"baseline {baseline!r} not among the variants {sorted(variants)}")
+    base = variants[baseline]
+    base_curves = np.stack(base.curves)
+    base_final = base_curves[:, -1]
+    out: dict[str, Any] = {"baseline": baseline, "steps": base.steps.tolist(), "variants": {}}
+    for name, v in variants.items():
+        curves = np.stack(v.curves)
+        final = curves[:, -1]
+        mean, lo, hi = stats.mean_ci(final)
+        mean_curve, lo_curve, hi_curve = stats.mean_ci(curves)
+        row: dict[str, Any] = {
+            "method": v.method,
+            "seeds": v.seeds,
+            "final_accuracy": {"mean": float(mean), "lo": _finite(lo), "hi": _finite(hi)},
+            "start_accuracy": float(curves[:, 0].mean()),
+            "curve": {
+                "mean": mean_curve.tolist(),
+                "lo": [_finite(x) for x in lo_curve],
+                "hi": [_finite(x) for x in hi_curve],
+            },
+            "time_per_step_s": {
+                k: float(np.mean([t[k] for t in v.times])) for k in TIME_KEYS if v.times[0]
+            },
+            "rollouts_total": float(np.mean([r[-1] for r in v.rollouts])),
+        }
+        if name != baseline and np.array_equal(v.steps, base.steps):
+            diff = stats.bootstrap_diff_ci(final, base_final, n_boot=n_boot, rng=seed)
+            row["final_vs_baseline"] = {
+                k: _finite(diff[k]) for k in ("diff", "lo", "hi", "p_value")
+            }
+            sp = stats.speedup_ci(v.steps, base_curves, curves, n_boot=n_boot, rng=seed)
+            row["speedup"] = {
+                k: _finite(sp[k])
+                for k in ("speedup", "lo", "hi", "target", "steps_base", "steps_method")
+            }
+            row["speedup"]["frac_never"] = float(sp["frac_method_never"])
+        target = float(base_final.mean())
+        res = stats.resource_to_target(np.stack(v.rollouts), curves, target)
+        row["rollouts_to_target"] = {
+            "mean": _finite(res["mean"]),
+            "lo": _finite(res["lo"]),
+            "hi": _finite(res["hi"]),
+            "n_reached": int(res["n_reached"]),
+            "n_seeds": int(res["n_seeds"]),
+        }
+        out["variants"][name] = row
+    return out
+
+
+def _fmt_ci(d: dict | None, scale: float = 1.0, digits: int = 1) -> str:
+    if not d or d.get("mean", d.get("speedup", d.get("diff"))) is None:
+        return "n/a"
+    center = d.get("mean", d.get("speedup", d.get("diff")))
+    lo, hi = d.get("lo"), d.get("hi")
+    f = f"{{:.{digits}f}}"
+    body = f.format(center * scale)
+    if lo is None or hi is None:
+        return body
+    hi_s = "inf" if hi is None else f.format(hi * scale)
+    return f"{body} [{f.format(lo * scale)}, {hi_s}]"
+
+
+def markdown_table(summary: dict[str, Any], order: list[str] | None = None) -> str:
+    """One row per variant: final pass@1, its gain over the baseline, speed-up, rollouts."""
+    variants = summary["variants"]
+    names = [n for n in (order or sorted(variants)) if n in variants]
+    lines = [
+        "| method | final pass@1 % (95% CI) | vs " + summary["baseline"] + " (pts, 95% CI; p) "
+        "| steps-to-target speed-up (95% CI) | rollouts to target (seeds reaching) | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        r = variants[n]
+        vs = r.get("final_vs_baseline")
+        vs_s = f"{_fmt_ci(vs, 100)}; p={vs['p_value']:.2f}" if vs and vs["p_value"] else "-"
+        sp = r.get("speedup")
+        sp_s = _fmt_ci(sp, 1, 2) if sp else "1 (baseline)"
+        rt = r["rollouts_to_target"]
+        rt_s = f"{rt['mean']:.0f} ({rt['n_reached']}/{rt['n_seeds']})" if rt["mean"] else "-"
+        rt_s = rt_s if rt["n_reached"] else f"never (0/{rt['n_seeds']})"
+        lines.append(
+            f"| {n} | {_fmt_ci(r['final_accuracy'], 100)} | {vs_s} | {sp_s} | {rt_s} "
+            f"| {len(r['seeds'])} |"
+        )
+    return "\n".join(lines)
+
+
+def time_table(summary: dict[str, Any], order: list[str] | None = None) -> str:
+    variants = summary["variants"]
+    names = [n for n in (order or sorted(variants)) if n in variants]
+    lines = [
+        "| method | select ms | rollout ms | update ms | belief update ms | select share |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        t = variants[n]["time_per_step_s"]
+        if not t:
+            continue
+        total = sum(t.values())
+        lines.append(
+            f"| {n} | {1e3 * t['time_select']:.1f} | {1e3 * t['time_rollout']:.0f} "
+            f"| {1e3 * t['time_update']:.0f} | {1e3 * t['time_belief_update']:.1f} "
+            f"| {100 * t['time_select'] / total:.2f}% |"
+        )
+    return "\n".join(lines)
+
+
+def plot_curves(ax, variants: dict[str, Variant], names: list[str], title: str) -> None:
+    """Seed-mean held-out pass@1 with 95% t-bands, one line per variant."""
+    for n in names:
+        if n not in variants:
+            continue
+        v = variants[n]
+        stats.band_plot(ax, v.steps, 100 * np.stack(v.curves), f"{n} ({len(v.seeds)})")
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("held-out pass@1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
