@@ -41,35 +41,41 @@ from insight_jax.rl.train import train_and_evaluate  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def selection_side_time(n, m, k, num_candidates, scorer, repeats, seed=0):
-    """Median seconds of the selection-side calls of one RL step on a pool of n prompts."""
+def selection_side_times(n, m, k, num_candidates, scorer, repeats, seed=0):
+    """Median seconds of the selection-side calls of one RL step on a pool of n prompts.
+
+    Timed as the loop times them: "select" = select_batch + the gather of the M selected
+    beliefs to the host; "belief_update" = validate_update + apply_update + rescore.
+    """
     rng = np.random.default_rng(seed)
-    beliefs = sel.init_beliefs(n)
     # A pool part-way through training: random evidence, so scores are not all tied.
     a = 1.0 + rng.integers(0, 5 * k, n).astype(np.float32)
     b = 1.0 + rng.integers(0, 5 * k, n).astype(np.float32)
-    beliefs = beliefs.replace(alpha=jnp.asarray(a), beta=jnp.asarray(b))
+    beliefs = sel.init_beliefs(n).replace(alpha=jnp.asarray(a), beta=jnp.asarray(b))
     scores = sel.init_scores(beliefs, scorer)
     key = jax.random.key(seed)
 
     def step(i, beliefs, scores):
+        t0 = time.perf_counter()
         k_i = jax.random.fold_in(key, i)
         idx = np.asarray(sel.select_batch(k_i, beliefs, m, num_candidates, scorer, scores=scores))
         jax.device_get((beliefs.alpha[idx], beliefs.beta[idx]))
-        s = rng.integers(0, k + 1, m)
+        t1 = time.perf_counter()
+        s = rng.integers(0, k + 1, m)  # stands in for the verified successes
+        t2 = time.perf_counter()
         idx, s = sel.validate_update(n, idx, s, k, 1.0)
         beliefs = sel.apply_update(beliefs, jnp.asarray(idx), jnp.asarray(s), k, 1.0)
         scores = sel.rescore(scores, beliefs, idx, scorer)
         jax.block_until_ready(scores)
-        return beliefs, scores
+        return beliefs, scores, (t1 - t0, time.perf_counter() - t2)
 
-    beliefs, scores = step(0, beliefs, scores)  # compile
+    beliefs, scores, _ = step(0, beliefs, scores)  # compile
     times = []
     for i in range(1, repeats + 1):
-        t0 = time.perf_counter()
-        beliefs, scores = step(i, beliefs, scores)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        beliefs, scores, t = step(i, beliefs, scores)
+        times.append(t)
+    select, update = np.median(np.array(times), axis=0)
+    return float(select), float(update)
 
 
 def main():
@@ -114,9 +120,16 @@ def main():
     }
     for n in (int(x) for x in args.sizes.split(",")):
         for mhat_name, mhat in (("16M", 16 * m), ("whole_pool", n)):
-            t = selection_side_time(n, m, k, mhat, scorer, args.repeats)
+            t_sel, t_upd = selection_side_times(n, m, k, mhat, scorer, args.repeats)
             results["microbenchmark"].append(
-                {"N": n, "Mhat": mhat_name, "selection_s": t, "share": t / (t + rest)}
+                {
+                    "N": n,
+                    "Mhat": mhat_name,
+                    "select_s": t_sel,
+                    "belief_update_s": t_upd,
+                    "select_share": t_sel / (t_sel + rest),
+                    "select_and_belief_share": (t_sel + t_upd) / (t_sel + t_upd + rest),
+                }
             )
 
     print(f"median per RL step over {len(rows)} steps of the default run:")
@@ -127,11 +140,15 @@ def main():
         f"  selection share {100 * d['select_share']:.3f}%  "
         f"(with belief update + rescore: {100 * d['select_and_belief_share']:.3f}%)"
     )
-    print(f"\n{'N':>9} {'Mhat':>10} {'selection ms':>13} {'share of step':>14}")
+    print(
+        f"\n{'N':>9} {'Mhat':>10} {'select ms':>10} {'belief upd ms':>14} {'select share':>13}"
+        f" {'with update':>12}"
+    )
     for r in results["microbenchmark"]:
         print(
-            f"{r['N']:>9} {r['Mhat']:>10} {1e3 * r['selection_s']:>13.2f}"
-            f" {100 * r['share']:>13.3f}%"
+            f"{r['N']:>9} {r['Mhat']:>10} {1e3 * r['select_s']:>10.2f}"
+            f" {1e3 * r['belief_update_s']:>14.2f} {100 * r['select_share']:>12.3f}%"
+            f" {100 * r['select_and_belief_share']:>11.3f}%"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))

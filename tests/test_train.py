@@ -74,14 +74,18 @@ def test_warm_start_cache_reproduces_the_uncached_run(tmp_path, devices):
     assert not any("sft_loss" in r for r in read_metrics_jsonl(tmp_path / "second/metrics.jsonl"))
     assert _rl_records(tmp_path / "first") == _rl_records(tmp_path / "second")
     assert first["eval_accuracy_after"] == second["eval_accuracy_after"]
-    # A different scorer reuses the same warm start; a different warm start does not.
-    other = _load_config("smoke,insight")
-    other.warmstart.cache_dir = config.warmstart.cache_dir
-    assert train_and_evaluate(other, tmp_path / "third")["warm_start_cache"] == str(entry)
-    other.warmstart.learning_rate = 1e-3
+    # Other RL or selection settings share the warm start; other warm-start settings do not.
     from insight_jax.rl.train import Run
 
+    other = _load_config("smoke,insight")
+    other.warmstart.cache_dir = config.warmstart.cache_dir
+    other.rl.learning_rate = 1e-2
+    assert Run(other, tmp_path / "third").warm_start_cache() == entry
+    other.warmstart.learning_rate = 1e-3
     assert Run(other, tmp_path / "fourth").warm_start_cache() != entry
+    other.warmstart.learning_rate = config.warmstart.learning_rate
+    other.seed = 1
+    assert Run(other, tmp_path / "fifth").warm_start_cache() != entry
 
 
 def test_dynamic_sampling_counts_every_rollout(tmp_path, devices):

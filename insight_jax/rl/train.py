@@ -298,6 +298,7 @@ class Run:
             )
             times["time_select"] = 0.0  # uniform draws; the cost is in the extra rollouts
             times["time_rollout"] = time.perf_counter() - t0
+            alpha_sel, beta_sel = jax.device_get((beliefs.alpha[idx], beliefs.beta[idx]))
         else:
             t0 = time.perf_counter()
             cached = state["scores"] if self.scorer.deterministic else None
@@ -305,6 +306,9 @@ class Run:
                 k_sel, beliefs, m, c.selection.num_candidates, self.scorer, scores=cached
             )
             idx = np.asarray(idx)
+            # Gather the M selected beliefs on device: copying the whole pool to the host
+            # every step would cost O(N).
+            alpha_sel, beta_sel = jax.device_get((beliefs.alpha[idx], beliefs.beta[idx]))
             times["time_select"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             rollout, rewards = self._rollout(model, idx, k_roll)
@@ -316,10 +320,6 @@ class Run:
             }
             seen, seen_rewards, rounds = idx, rewards, 1
             times["time_rollout"] = time.perf_counter() - t0
-        # Gather the M selected beliefs on device: copying the whole pool to the host every
-        # step would cost O(N).
-        alpha_sel, beta_sel = jax.device_get((beliefs.alpha[idx], beliefs.beta[idx]))
-
         t0 = time.perf_counter()
         advantages = np.asarray(
             grpo_lib.group_advantages(jnp.asarray(rewards), normalize_std=self.grpo.normalize_std)
