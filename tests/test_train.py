@@ -81,6 +81,8 @@ def test_warm_start_cache_reproduces_the_uncached_run(tmp_path, devices):
     other.warmstart.cache_dir = config.warmstart.cache_dir
     other.rl.learning_rate = 1e-2
     assert Run(other, tmp_path / "third").warm_start_cache() == entry
+    other.task.rl_pool_size = 16  # RL on a sub-pool starts from the same warm start
+    assert Run(other, tmp_path / "third").warm_start_cache() == entry
     other.warmstart.learning_rate = 1e-3
     assert Run(other, tmp_path / "fourth").warm_start_cache() != entry
     other.warmstart.learning_rate = config.warmstart.learning_rate
@@ -92,6 +94,7 @@ def test_dynamic_sampling_counts_every_rollout(tmp_path, devices):
     from insight_jax.rl.train import train_and_evaluate
 
     config = _load_config("smoke,ds")
+    config.task.rl_pool_size = 40  # RL on the first 40 of the 64 prompts
     summary = train_and_evaluate(config, tmp_path)
     m, k = config.rl.batch_size, config.rl.num_rollouts
     rl = [r for r in read_metrics_jsonl(tmp_path / "metrics.jsonl") if "reward_mean" in r]
@@ -104,6 +107,7 @@ def test_dynamic_sampling_counts_every_rollout(tmp_path, devices):
     assert all(r["zero_var_frac"] == 0.0 for r in rl if r["sampling_rounds"] < last)
     # Beliefs saw every generated group, not only the M kept ones.
     beliefs = np.load(tmp_path / "final_beliefs.npz")
+    assert beliefs["alpha"].shape == (40,)
     assert (beliefs["alpha"] + beliefs["beta"] - 2).sum() == pytest.approx(summary["rollouts"])
 
 
@@ -113,6 +117,13 @@ def test_dynamic_sampling_needs_the_random_scorer(tmp_path, devices):
     config = _load_config("smoke,ds")
     config.selection.scorer = "insight"
     with pytest.raises(ValueError, match="random"):
+        Run(config, tmp_path)
+    config = _load_config("smoke,ds")
+    config.task.rl_pool_size = 16  # 4 rounds x M=8 distinct prompts do not fit
+    with pytest.raises(ValueError, match="distinct prompts"):
+        Run(config, tmp_path)
+    config.task.rl_pool_size = 65
+    with pytest.raises(ValueError, match="rl_pool_size"):
         Run(config, tmp_path)
 
 

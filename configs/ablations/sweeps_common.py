@@ -21,13 +21,16 @@ STUDY = {
 
 
 def hyper(h, name: str, batch_size: int, pool_size: int):
-    """Rows of sweep `name` ("warm", "main", "ablations") for a config with these M and N."""
+    """Rows of sweep `name` ("warm", "main", "pool", "ablations") for a config with M and N."""
     fixed = [h.fixed(k, v) for k, v in STUDY.items()]
     seeds = h.sweep("config.seed", SEEDS)
     if name == "warm":  # the warm starts only, so the sweeps that follow share them
         return h.product([seeds, h.fixed("config.rl.steps", 0), *fixed])
     if name == "main":
         return h.product([seeds, h.sweep("arg", METHODS), *fixed])
+    if name == "pool":  # a pool InSight can cover in a few steps (diagnosis of "main")
+        pool = h.fixed("config.task.rl_pool_size", pool_size // 4)
+        return h.product([seeds, h.sweep("arg", ["random", "insight"]), pool, *fixed])
     if name == "ablations":
         insight = h.fixed("arg", "insight")
         rows = h.chain(
@@ -51,4 +54,4 @@ def hyper(h, name: str, batch_size: int, pool_size: int):
             ]
         )
         return h.product([seeds, rows, *fixed])
-    raise ValueError(f"unknown sweep {name!r}: warm, main or ablations")
+    raise ValueError(f"unknown sweep {name!r}: warm, main, pool or ablations")

@@ -23,6 +23,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.task.num_train = 2000  # prompt pool size N
     c.task.num_test = 256  # held-out problems (disjoint split)
     c.task.max_prompt_len = 0  # 0: longest prompt in the pool (+ BOS)
+    # RL selects among the first rl_pool_size prompts (0: the whole pool); the warm start always
+    # uses the whole pool, so RL pools of different sizes start from one warm-started policy.
+    c.task.rl_pool_size = 0
 
     c.model = ml_collections.ConfigDict()
     c.model.preset = "tiny"  # TransformerConfig preset

@@ -75,6 +75,8 @@ class Run:
         self.tokenizer = CharTokenizer()
         self.task = get_task(c.task.name, **_to_dict(c.task.kwargs))
         self.pool = build_pool(self.task, c.task.num_train, c.seed, self.workdir / "data")
+        # RL selects among the first rl_pool_size prompts (0: all); the warm start uses them all.
+        self.num_items = c.task.rl_pool_size or c.task.num_train
         self.test = self.task.generate(c.task.num_test, c.seed, split="test")
         self.prompt_len = c.task.max_prompt_len or 1 + max(
             len(self.task.prompt(self.pool[i])) for i in range(len(self.pool))
@@ -128,18 +130,22 @@ class Run:
             )
         if (m * k) % c.rl.num_minibatches:
             raise ValueError(f"M*K={m * k} rows must split into {c.rl.num_minibatches} minibatches")
-        if m > c.task.num_train:
-            raise ValueError(f"rl.batch_size={m} exceeds the pool size {c.task.num_train}")
+        if not 0 <= c.task.rl_pool_size <= c.task.num_train:
+            raise ValueError(
+                f"task.rl_pool_size={c.task.rl_pool_size} must be in [0, {c.task.num_train}]"
+            )
+        if m > self.num_items:
+            raise ValueError(f"rl.batch_size={m} exceeds the RL pool size {self.num_items}")
         rounds = c.selection.dynamic_sampling_rounds
         if rounds < 0 or (rounds and c.selection.scorer != "random"):
             raise ValueError(
                 "selection.dynamic_sampling_rounds must be >= 0, and > 0 only with scorer "
                 f"'random' (DAPO samples uniformly); got {rounds} with {c.selection.scorer!r}"
             )
-        if rounds * m > c.task.num_train:
+        if rounds * m > self.num_items:
             raise ValueError(
                 f"dynamic sampling draws up to rounds*M={rounds * m} distinct prompts per step, "
-                f"more than the pool ({c.task.num_train})"
+                f"more than the RL pool ({self.num_items})"
             )
 
     def warm_start_cache(self) -> Path | None:
@@ -154,7 +160,7 @@ class Run:
         ws = {k: v for k, v in _to_dict(c.warmstart).items() if k != "cache_dir"}
         key = {
             "seed": c.seed,
-            "task": _to_dict(c.task),
+            "task": {k: v for k, v in _to_dict(c.task).items() if k != "rl_pool_size"},
             "model": _to_dict(c.model),
             "mesh": [list(c.mesh.shape), list(c.mesh.axes), jax.device_count()],
             "warmstart": ws,
@@ -170,7 +176,7 @@ class Run:
     def initial_state(self) -> dict[str, Any]:
         c = self.config
         beliefs = init_beliefs(
-            c.task.num_train, c.selection.alpha0, c.selection.beta0, sharding=self.pool_sharding
+            self.num_items, c.selection.alpha0, c.selection.beta0, sharding=self.pool_sharding
         )
         model_state = self.sharded.state
         first_opt = self.steps.init_sft_opt if self.warm_steps else self.steps.init_rl_opt
@@ -190,7 +196,7 @@ class Run:
     def beliefs(self, state) -> Beliefs:
         sel = self.config.selection
         return Beliefs(
-            state["alpha"], state["beta"], sel.alpha0, sel.beta0, self.config.task.num_train
+            state["alpha"], state["beta"], sel.alpha0, sel.beta0, self.num_items
         )
 
     def _full_scores(self, beliefs: Beliefs) -> jax.Array:
@@ -262,7 +268,7 @@ class Run:
         """
         m, k = self.config.rl.batch_size, self.config.rl.num_rollouts
         rounds = self.config.selection.dynamic_sampling_rounds
-        drawn = np.asarray(draw_candidates(k_sel, self.config.task.num_train, rounds * m))
+        drawn = np.asarray(draw_candidates(k_sel, self.num_items, rounds * m))
         fields = ("sequences", "sequence_mask", "sequence_logprobs", "loss_mask")
         parts, rewards_all, mixed = [], [], 0
         for r in range(rounds):
@@ -340,7 +346,7 @@ class Run:
         successes = successes_from_rewards(
             seen_rewards, c.selection.success_rule, c.selection.success_threshold
         )
-        sel_idx, sel_s = validate_update(c.task.num_train, seen, successes, k, c.selection.decay)
+        sel_idx, sel_s = validate_update(self.num_items, seen, successes, k, c.selection.decay)
         beliefs = apply_update(
             beliefs, jnp.asarray(sel_idx), jnp.asarray(sel_s), k, float(c.selection.decay)
         )
@@ -509,8 +515,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     rows = read_metrics_jsonl(run.workdir / "metrics.jsonl")
     beliefs = run.beliefs(state)
-    alpha = np.asarray(beliefs.alpha)[: c.task.num_train]
-    beta = np.asarray(beliefs.beta)[: c.task.num_train]
+    alpha = np.asarray(beliefs.alpha)[: run.num_items]
+    beta = np.asarray(beliefs.beta)[: run.num_items]
     np.savez(run.workdir / "final_beliefs.npz", alpha=alpha, beta=beta)
     n = alpha + beta
     prior = c.selection.alpha0 + c.selection.beta0
