@@ -82,9 +82,9 @@ def cmd_report(args) -> int:
         raise SystemExit(f"no finished main sweep under {root}/<task>/main")
     results = {"machine": _machine(), "root": str(root), "tasks": {}}
     md = []
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(tasks), figsize=(6.5 * len(tasks), 9), squeeze=False)
     abl_fig, abl_axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5), squeeze=False)
-    for ax, abl_ax, task in zip(axes[0], abl_axes[0], tasks, strict=True):
+    for ax, diff_ax, abl_ax, task in zip(axes[0], axes[1], abl_axes[0], tasks, strict=True):
         main = report.load_sweep_dir(root / task / "main")
         summary = report.summarize(main, baseline=args.baseline, n_boot=args.n_boot)
         task_out = {"main": summary}
@@ -93,6 +93,9 @@ def cmd_report(args) -> int:
         md += [f"### {task}: median wall time per RL step", "", report.time_table(summary, order)]
         md.append("")
         report.plot_curves(ax, main, order, f"{task}: held-out pass@1, mean and 95% band")
+        report.plot_curves_vs_baseline(
+            diff_ax, summary, order, f"{task}: difference from {args.baseline}, same seeds"
+        )
 
         abl_dir = root / task / "ablations"
         if abl_dir.is_dir():

@@ -461,3 +461,35 @@ def test_band_plot_draws_mean_and_t_band():
         assert np.allclose(band2.get_facecolor()[0][:3], rgb2)
     finally:
         plt.close(fig)
+
+
+def test_paired_speedup_cancels_seed_offsets():
+    """Seed offsets shared by both methods: the paired interval is narrower and still covers 2."""
+    rng = np.random.default_rng(11)
+    steps = np.arange(0, 210, 10.0)
+    offsets = rng.normal(0, 0.08, 6)[:, None]  # each seed's warm start, shared by both methods
+    base = offsets + 0.5 * (1 - np.exp(-steps / 80.0)) + rng.normal(0, 0.002, (6, steps.size))
+    meth = offsets + 0.5 * (1 - np.exp(-steps / 40.0)) + rng.normal(0, 0.002, (6, steps.size))
+    paired = S.speedup_ci(steps, base, meth, n_boot=3000, rng=1, paired=True)
+    unpaired = S.speedup_ci(steps, base, meth, n_boot=3000, rng=1)
+    assert paired["lo"] < 2.0 < paired["hi"] and paired["lo"] > 1.0
+    assert paired["hi"] - paired["lo"] < 0.5 * (unpaired["hi"] - unpaired["lo"])
+    with pytest.raises(ValueError, match="paired"):
+        S.speedup_ci(steps, base, meth[:5], paired=True)
+
+
+def test_paired_diff_ci_matches_scipy():
+    rng = np.random.default_rng(5)
+    a = rng.normal(0.3, 0.05, 7)
+    b = a - rng.normal(0.02, 0.01, 7)
+    out = S.paired_diff_ci(a, b)
+    d = a - b
+    lo, hi = st.t.interval(0.95, 6, loc=d.mean(), scale=st.sem(d))
+    assert out["diff"] == pytest.approx(d.mean())
+    assert (out["lo"], out["hi"]) == pytest.approx((lo, hi))
+    assert out["p_value"] == pytest.approx(st.ttest_rel(a, b).pvalue)
+    two = S.paired_diff_ci(np.stack([a, a]).T, np.stack([b, b]).T)
+    assert two["diff"] == pytest.approx([d.mean(), d.mean()])
+    assert np.isnan(S.paired_diff_ci(a[:1], b[:1])["lo"])
+    with pytest.raises(ValueError, match="paired"):
+        S.paired_diff_ci(a, b[:3])

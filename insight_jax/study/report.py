@@ -11,10 +11,13 @@ seeds of a variant are its replicates. From each finished workdir (summary.json 
 * per-step wall time split into selection / rollout / update / belief update.
 
 `summarize` turns variants into the study's numbers (stats.py holds the formulas): final
-accuracy mean and 95% t-interval; its difference from the baseline with a bootstrap interval and
-Welch p-value; the steps-to-target speed-up over the baseline with a seed-bootstrap interval
-(target = the baseline's final mean accuracy, re-estimated in each bootstrap sample); rollouts to
-the same target; the median time split per step.
+accuracy mean and 95% t-interval; its difference from the baseline; the steps-to-target
+speed-up over the baseline with a seed-bootstrap interval (target = the baseline's final mean
+accuracy, re-estimated in each bootstrap sample); rollouts to the same target; the median time
+split per step. Runs of one seed share the warm-started policy and the test set across methods,
+so when a variant has the baseline's seeds the comparison is paired (per-seed differences:
+t-interval and paired t-test; the bootstrap resamples seeds jointly); otherwise it is unpaired
+(bootstrap interval and Welch test).
 """
 
 from __future__ import annotations
@@ -148,11 +151,25 @@ def summarize(
             "rollouts_total": float(np.mean([r[-1] for r in v.rollouts])),
         }
         if name != baseline and np.array_equal(v.steps, base.steps):
-            diff = stats.bootstrap_diff_ci(final, base_final, n_boot=n_boot, rng=seed)
+            # Same seeds = same warm start and test set: compare seed by seed.
+            paired = v.seeds == base.seeds
+            if paired:
+                diff = stats.paired_diff_ci(final, base_final)
+                d_mean, d_lo, d_hi = stats.mean_ci(curves - base_curves)
+                row["curve_vs_baseline"] = {
+                    "mean": d_mean.tolist(),
+                    "lo": [_finite(x) for x in d_lo],
+                    "hi": [_finite(x) for x in d_hi],
+                }
+            else:
+                diff = stats.bootstrap_diff_ci(final, base_final, n_boot=n_boot, rng=seed)
             row["final_vs_baseline"] = {
-                k: _finite(diff[k]) for k in ("diff", "lo", "hi", "p_value")
+                k: _finite(float(diff[k])) for k in ("diff", "lo", "hi", "p_value")
             }
-            sp = stats.speedup_ci(v.steps, base_curves, curves, n_boot=n_boot, rng=seed)
+            row["final_vs_baseline"]["paired"] = paired
+            sp = stats.speedup_ci(
+                v.steps, base_curves, curves, n_boot=n_boot, rng=seed, paired=paired
+            )
             row["speedup"] = {
                 k: _finite(sp[k])
                 for k in ("speedup", "lo", "hi", "target", "steps_base", "steps_method")
@@ -189,14 +206,20 @@ def markdown_table(summary: dict[str, Any], order: list[str] | None = None) -> s
     variants = summary["variants"]
     names = [n for n in (order or sorted(variants)) if n in variants]
     lines = [
-        "| method | final pass@1 % (95% CI) | vs " + summary["baseline"] + " (pts, 95% CI; p) "
+        "| method | final pass@1 % (95% CI) | vs "
+        + summary["baseline"]
+        + " (pts, 95% CI; p; paired by seed) "
         "| steps-to-target speed-up (95% CI) | rollouts to target (seeds reaching) | seeds |",
         "|---|---|---|---|---|---|",
     ]
     for n in names:
         r = variants[n]
         vs = r.get("final_vs_baseline")
-        vs_s = f"{_fmt_ci(vs, 100)}; p={vs['p_value']:.2f}" if vs and vs["p_value"] else "-"
+        vs_s = "-"
+        if vs and vs["p_value"] is not None:
+            vs_s = f"{_fmt_ci(vs, 100)}; p={vs['p_value']:.2f}" + (
+                "" if vs["paired"] else " (unpaired)"
+            )
         sp = r.get("speedup")
         sp_s = _fmt_ci(sp, 1, 2) if sp else "1 (baseline)"
         rt = r["rollouts_to_target"]
@@ -227,6 +250,29 @@ def time_table(summary: dict[str, Any], order: list[str] | None = None) -> str:
             f"| {100 * t['time_select'] / total:.2f}% |"
         )
     return "\n".join(lines)
+
+
+def plot_curves_vs_baseline(ax, summary: dict[str, Any], names: list[str], title: str) -> None:
+    """Per-seed difference from the baseline (paired variants), mean and 95% t-band."""
+    steps = np.asarray(summary["steps"])
+    colors = {}
+    for i, n in enumerate(names):
+        colors[n] = f"C{i}"
+        row = summary["variants"].get(n, {})
+        c = row.get("curve_vs_baseline")
+        if c is None:
+            continue
+        mean = 100 * np.asarray(c["mean"])
+        lo = 100 * np.asarray([np.nan if x is None else x for x in c["lo"]])
+        hi = 100 * np.asarray([np.nan if x is None else x for x in c["hi"]])
+        ax.plot(steps, mean, color=colors[n], label=n)
+        ax.fill_between(steps, lo, hi, color=colors[n], alpha=0.15)
+    ax.axhline(0.0, color="gray", lw=1)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel(f"pass@1 minus {summary['baseline']}, same seed (pts)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def plot_curves(ax, variants: dict[str, Variant], names: list[str], title: str) -> None:

@@ -12,6 +12,7 @@ steps_to_target    first step at which one curve reaches a target (linear interp
 speedup_ci         steps-to-target speed-up of a method over a baseline, seed bootstrap.
 resource_to_target per-seed resource (e.g. cumulative rollouts) needed to reach a target.
 bootstrap_diff_ci  difference of mean final accuracies: percentile bootstrap + Welch t-test.
+paired_diff_ci     mean of per-seed differences (same seeds): t-interval + paired t-test.
 band_plot          matplotlib helper: seed-mean curve with a shaded t-band.
 
 Percentile intervals use NumPy's default ("linear") quantile definition: for sorted samples
@@ -34,6 +35,7 @@ __all__ = [
     "band_plot",
     "bootstrap_diff_ci",
     "mean_ci",
+    "paired_diff_ci",
     "resource_to_target",
     "speedup_ci",
     "steps_to_target",
@@ -229,6 +231,7 @@ def speedup_ci(
     level: float = 0.95,
     rng: RngLike = 0,
     target_frac: float = 1.0,
+    paired: bool = False,
 ) -> dict[str, Any]:
     """Speed-up of a method over a baseline in steps needed to reach a target accuracy.
 
@@ -244,6 +247,9 @@ def speedup_ci(
         target_frac: only with the default target (ValueError if combined with an explicit
             one): the target is this fraction of the baseline's final mean accuracy, and is
             still re-estimated in every bootstrap replicate.
+        paired: row i of both arrays comes from the same seed (same warm start, same test set),
+            so the bootstrap resamples seeds jointly: ``idx_method = idx_base``. Seed-level
+            variation shared by both methods then cancels. Needs n_base == n_method.
 
     Caveat of the default target (target_frac = 1): it sits at the very end of the baseline
     curve, so a method that is *equal* to the baseline in distribution ends below it about
@@ -315,11 +321,13 @@ def speedup_ci(
         "level": level,
     }
     n_b, n_m = base.shape[0], meth.shape[0]
+    if paired and n_b != n_m:
+        raise ValueError(f"paired needs one row per seed in both arrays, got {n_b} and {n_m}")
     if n_b < 2 or n_m < 2:
         return out
 
     idx_b = gen.integers(0, n_b, size=(n_boot, n_b))
-    idx_m = gen.integers(0, n_m, size=(n_boot, n_m))
+    idx_m = idx_b if paired else gen.integers(0, n_m, size=(n_boot, n_m))
     ratios = np.empty(n_boot)
     never_b = np.empty(n_boot, dtype=bool)
     never_m = np.empty(n_boot, dtype=bool)
@@ -448,6 +456,24 @@ def bootstrap_diff_ci(
         "n_boot": n_boot,
         "level": level,
     }
+
+
+def paired_diff_ci(a: Any, b: Any, level: float = 0.95) -> dict[str, Any]:
+    """Mean of per-seed differences d_i = a_i - b_i (row i of both from the same seed).
+
+    ``diff = mean(d)``, interval ``diff +- t_{(1+level)/2, n-1} sd(d) / sqrt(n)`` and the paired
+    t-test (scipy.stats.ttest_rel) p-value. Works on [seeds] or [seeds, evals] arrays (axis 0).
+    With one seed the bounds and p-value are NaN.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim == 0 or a.shape[0] == 0:
+        raise ValueError(f"paired arrays need one equal, non-empty shape, got {a.shape}, {b.shape}")
+    diff, lo, hi = mean_ci(a - b, level)
+    if a.shape[0] > 1 and np.any(a != b):
+        p_value = _st.ttest_rel(a, b, axis=0).pvalue
+    else:
+        p_value = np.full(np.shape(diff), np.nan) if np.ndim(diff) else float("nan")
+    return {"diff": diff, "lo": lo, "hi": hi, "p_value": p_value, "n": int(a.shape[0])}
 
 
 def band_plot(
