@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WARM = 7  # warm-start steps: RL step s is logged as step WARM + s
 
 
-def _write_run(workdir: Path, curve, rollouts_per_step, eval_every=10, times=None):
+def _write_run(workdir: Path, curve, rollouts_per_step, eval_every=10, times=None, zero_var=False):
     """A finished run's files as train_and_evaluate writes them (evals at RL steps 0, 10, ...)."""
     workdir.mkdir(parents=True)
     rows = [{"step": s, "sft_loss": 1.0} for s in range(WARM)]
@@ -30,6 +30,7 @@ def _write_run(workdir: Path, curve, rollouts_per_step, eval_every=10, times=Non
                 "time_rollout": t.get("time_rollout", 0.1),
                 "time_update": t.get("time_update", 0.2),
                 "time_belief_update": t.get("time_belief_update", 0.002),
+                **({"zero_var_frac": float(s >= 60)} if zero_var else {}),
             }
         )
     for i, acc in enumerate(curve):
@@ -49,7 +50,7 @@ def test_load_and_summarize(tmp_path):
             per_step = np.full(100, 256.0)
             if name == "fast":
                 per_step[::2] = 512.0  # e.g. dynamic sampling's extra rounds
-            _write_run(tmp_path / f"{name},seed={seed}", curve, per_step)
+            _write_run(tmp_path / f"{name},seed={seed}", curve, per_step, zero_var=name == "fast")
     _write_run(tmp_path / "unfinished,seed=1", [0.1, 0.2], np.ones(10))
     (tmp_path / "unfinished,seed=1" / "summary.json").write_text("{}")
     (tmp_path / "not-a-row").mkdir()
@@ -75,7 +76,11 @@ def test_load_and_summarize(tmp_path):
     assert rt["n_reached"] == 6 and rt["mean"] == pytest.approx(sp["steps_method"] * 384, rel=0.1)
     table = report.markdown_table(out, ["random", "fast"])
     assert table.count("\n") == 3 and "| fast |" in table
-    assert "| fast | 1.0 | 100 | 200 | 2.0 | 0.33% |" in report.time_table(out, ["fast"])
+    # zero_var_frac is 1 from RL step 60 on: 40% of all steps, all of the last 40%.
+    assert "| fast | 1.0 | 100 | 200 | 2.0 | 0.33% | 40% / 100% | - |" in report.time_table(
+        out, ["fast"]
+    )
+    assert "| random | 1.0 | 100 | 200 | 2.0 | 0.33% | - | - |" in report.time_table(out)
 
 
 def test_row_names_and_mismatched_steps(tmp_path):

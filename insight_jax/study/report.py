@@ -81,6 +81,13 @@ def read_run(workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[st
     # Medians skip the first step (compilation) when there are more.
     timed = train[1:] if len(train) > 1 else train
     times = {k: float(np.median([r[k] for r in timed])) for k in TIME_KEYS if timed}
+    # What selection aims at: groups with mixed rewards (the rest give GRPO no gradient).
+    late = rl_steps >= 0.6 * (rl_steps.max() + 1) if len(rl_steps) else rl_steps
+    for key in ("zero_var_frac", "sel_mean_evidence"):
+        vals = np.array([r[key] for r in train if key in r])
+        if len(vals) == len(train) > 0:
+            times[f"{key}_mean"] = float(np.mean(vals))
+            times[f"{key}_last40"] = float(np.mean(vals[late]))
     return steps, acc, rollouts, times
 
 
@@ -147,6 +154,11 @@ def summarize(
             },
             "time_per_step_s": {
                 k: float(np.mean([t[k] for t in v.times])) for k in TIME_KEYS if v.times[0]
+            },
+            "selection_stats": {
+                k: float(np.mean([t[k] for t in v.times]))
+                for k in v.times[0]
+                if k.startswith(("zero_var_frac", "sel_mean_evidence"))
             },
             "rollouts_total": float(np.mean([r[-1] for r in v.rollouts])),
         }
@@ -233,21 +245,30 @@ def markdown_table(summary: dict[str, Any], order: list[str] | None = None) -> s
 
 
 def time_table(summary: dict[str, Any], order: list[str] | None = None) -> str:
+    """Median wall time per RL step by phase, and the selection statistics of each variant."""
     variants = summary["variants"]
     names = [n for n in (order or sorted(variants)) if n in variants]
     lines = [
-        "| method | select ms | rollout ms | update ms | belief update ms | select share |",
-        "|---|---|---|---|---|---|",
+        "| method | select ms | rollout ms | update ms | belief update ms | select share "
+        "| zero-variance groups (all / last 40%) | mean evidence of the batch (last 40%) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         t = variants[n]["time_per_step_s"]
         if not t:
             continue
         total = sum(t.values())
+        sel = variants[n].get("selection_stats", {})
+        zv = (
+            f"{100 * sel['zero_var_frac_mean']:.0f}% / {100 * sel['zero_var_frac_last40']:.0f}%"
+            if "zero_var_frac_mean" in sel
+            else "-"
+        )
+        ev = f"{sel['sel_mean_evidence_last40']:.1f}" if "sel_mean_evidence_last40" in sel else "-"
         lines.append(
             f"| {n} | {1e3 * t['time_select']:.1f} | {1e3 * t['time_rollout']:.0f} "
             f"| {1e3 * t['time_update']:.0f} | {1e3 * t['time_belief_update']:.1f} "
-            f"| {100 * t['time_select'] / total:.2f}% |"
+            f"| {100 * t['time_select'] / total:.2f}% | {zv} | {ev} |"
         )
     return "\n".join(lines)
 
