@@ -90,6 +90,21 @@ def test_warm_start_cache_reproduces_the_uncached_run(tmp_path, devices):
     assert Run(other, tmp_path / "fifth").warm_start_cache() != entry
 
 
+def test_resume_at_the_rl_boundary_resets_the_optimizer(tmp_path, devices):
+    """A checkpoint at the end of the warm start, with a summary that already records the
+    pre-RL eval, resumes exactly like an uninterrupted run (the RL optimizer is fresh)."""
+    from insight_jax.rl.train import train_and_evaluate
+
+    config = _load_config("smoke")
+    train_and_evaluate(config, tmp_path / "full")
+    warm_only = _load_config("smoke")
+    warm_only.rl.steps = 0  # stops at step W: checkpoint W + a summary with the pre-RL eval
+    first = train_and_evaluate(warm_only, tmp_path / "resumed")
+    assert "eval_accuracy_before_rl" in first
+    train_and_evaluate(config, tmp_path / "resumed")
+    assert _rl_records(tmp_path / "full") == _rl_records(tmp_path / "resumed")
+
+
 def test_dynamic_sampling_counts_every_rollout(tmp_path, devices):
     from insight_jax.rl.train import train_and_evaluate
 
@@ -182,6 +197,13 @@ def test_kill9_and_resume_is_exact(tmp_path):
     ma = read_metrics_jsonl(full / "metrics.jsonl")
     mb = read_metrics_jsonl(killed / "metrics.jsonl")
     drop = lambda r: {k: v for k, v in r.items() if not k.startswith("time_")}
+    diffs = [
+        (x["step"], k)
+        for x, y in zip(ma, mb, strict=True)
+        for k in set(x) | set(y)
+        if not k.startswith("time_") and x.get(k) != y.get(k)
+    ]
+    assert not diffs, diffs
     assert [drop(r) for r in ma] == [drop(r) for r in mb]
     sa = json.loads((full / "summary.json").read_text())
     sb = json.loads((killed / "summary.json").read_text())

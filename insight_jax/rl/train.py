@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -195,9 +196,7 @@ class Run:
 
     def beliefs(self, state) -> Beliefs:
         sel = self.config.selection
-        return Beliefs(
-            state["alpha"], state["beta"], sel.alpha0, sel.beta0, self.num_items
-        )
+        return Beliefs(state["alpha"], state["beta"], sel.alpha0, sel.beta0, self.num_items)
 
     def _full_scores(self, beliefs: Beliefs) -> jax.Array:
         if self.scorer.deterministic:
@@ -420,6 +419,7 @@ def _save_warm_start(cache_dir: Path, step: int, state) -> None:
             cache.save(step, state, {"step": step}, force=True)
         tmp.rename(cache_dir)  # atomic: readers see a whole cache entry or none
     except OSError as e:  # another run won the race, or the disk is read-only
+        shutil.rmtree(tmp, ignore_errors=True)
         print(f"warm-start cache not written ({e})", flush=True)
 
 
@@ -482,10 +482,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         return metrics
 
     for step in range(start, run.total_steps):
-        if step == run.warm_steps and "eval_accuracy_before_rl" not in summary:
+        if step == run.warm_steps:
+            # Decided by the step alone, never by summary.json: a state at step W always holds
+            # the warm start's optimizer (a summary can be newer than the checkpoint restored).
             if run.warm_steps:  # fresh optimizer moments for RL
                 state = {**state, "opt": run.steps.init_rl_opt(state["model"])}
-            eval_and_log(step, "before_rl")
+            eval_and_log(step, "before_rl")  # deterministic: a rerun rewrites the same values
         if step < run.warm_steps:
             state, metrics = run.warm_start_step(state, step)
         else:
@@ -506,7 +508,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             summary_path.write_text(json.dumps(summary, indent=1))
             ckpt.save(step + 1, state, {"step": step + 1}, force=step + 1 == run.total_steps)
     bar.close()
-    if run.warm_steps == run.total_steps and "eval_accuracy_before_rl" not in summary:
+    if run.warm_steps == run.total_steps:
         eval_and_log(run.total_steps, "before_rl")
     eval_and_log(run.total_steps, "after")
     deferred.flush()
