@@ -2,7 +2,8 @@
 
 Numbers 1-12, targets 1-40, compact prompt ("3 5 2=16:"), the paper's reward (1 / 0.1 / 0) with
 a short answer tag ("<a>(3+5)*2</a>"). A 600-step supervised warm start on generated solutions
-gives ~14% held-out pass@1, then GRPO with InSight:
+gives 15-21% held-out pass@1 (seeds 1-5; about a third of test problems solved by some but not
+all of 4 samples), then GRPO with InSight reaches 28-31% in 100 steps (docs/results.md):
 
   python -m insight_jax.main --config=configs/countdown_tiny.py --workdir=workdirs/countdown_tiny
 
