@@ -83,6 +83,9 @@ def test_warm_start_cache_reproduces_the_uncached_run(tmp_path, devices):
     assert Run(other, tmp_path / "third").warm_start_cache() == entry
     other.task.rl_pool_size = 16  # RL on a sub-pool starts from the same warm start
     assert Run(other, tmp_path / "third").warm_start_cache() == entry
+    sub = train_and_evaluate(other, tmp_path / "third")  # beliefs of 16, not the cached pool's
+    assert sub["warm_start_cache"] == str(entry) and sub["prompts_seen"] <= 16
+    assert not any("sft_loss" in r for r in read_metrics_jsonl(tmp_path / "third/metrics.jsonl"))
     other.warmstart.learning_rate = 1e-3
     assert Run(other, tmp_path / "fourth").warm_start_cache() != entry
     other.warmstart.learning_rate = config.warmstart.learning_rate

@@ -409,6 +409,11 @@ def _abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
+def _warm_start_part(state: dict[str, Any]) -> dict[str, Any]:
+    """The leaves the warm start determines (beliefs and scores depend on the RL settings)."""
+    return {k: state[k] for k in ("model", "opt", "rng", "step")}
+
+
 def _save_warm_start(cache_dir: Path, step: int, state) -> None:
     """Adds the warm-started state to the shared cache (first writer wins; never fatal)."""
     if (cache_dir / "checkpoints").exists():
@@ -416,7 +421,7 @@ def _save_warm_start(cache_dir: Path, step: int, state) -> None:
     tmp = cache_dir.with_name(f"{cache_dir.name}.tmp-{time.time_ns()}")
     try:
         with Checkpointer(tmp / "checkpoints", max_to_keep=1) as cache:
-            cache.save(step, state, {"step": step}, force=True)
+            cache.save(step, _warm_start_part(state), {"step": step}, force=True)
         tmp.rename(cache_dir)  # atomic: readers see a whole cache entry or none
     except OSError as e:  # another run won the race, or the disk is read-only
         shutil.rmtree(tmp, ignore_errors=True)
@@ -449,12 +454,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         print(f"resumed from the checkpoint of step {start} in {ckpt.directory}", flush=True)
     elif cache_dir is not None and (cache_dir / "checkpoints").exists():
         with Checkpointer(cache_dir / "checkpoints", max_to_keep=1) as cache:
-            cached = cache.restore_latest(_abstract(state))
+            cached = cache.restore_latest(_abstract(_warm_start_part(state)))
         if cached is not None and cached[0] == run.warm_steps:
-            start, state, _ = cached
-            # Beliefs are still the prior; the cached scores belong to the scorer of the run
-            # that wrote the cache, so score the prior with this run's scorer.
-            state = {**state, "scores": run._full_scores(run.beliefs(state))}
+            # Beliefs and scores stay this run's prior: the warm start does not touch them.
+            start, state = cached[0], {**state, **cached[1]}
             print(f"warm-started policy loaded from {cache_dir}", flush=True)
 
     summary_path = run.workdir / "summary.json"
