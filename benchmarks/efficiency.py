@@ -97,6 +97,16 @@ def cmd_report(args) -> int:
             diff_ax, summary, order, f"{task}: difference from {args.baseline}, same seeds"
         )
 
+        pool_dir = root / task / "pool"  # Random vs InSight on a quarter of the pool
+        if pool_dir.is_dir():
+            pool = report.load_sweep_dir(pool_dir)
+            if "random" in pool and len(pool) > 1:
+                pool_summary = report.summarize(pool, baseline="random", n_boot=args.n_boot)
+                task_out["pool"] = pool_summary
+                md += [f"## {task}: RL pool of N/4 prompts (task.rl_pool_size)", ""]
+                md += [report.markdown_table(pool_summary, ["random", "insight"]), ""]
+                md += [report.time_table(pool_summary, ["random", "insight"]), ""]
+
         abl_dir = root / task / "ablations"
         if abl_dir.is_dir():
             abl = report.load_sweep_dir(abl_dir)
