@@ -83,6 +83,24 @@ def test_load_and_summarize(tmp_path):
     assert "| random | 1.0 | 100 | 200 | 2.0 | 0.33% | - | - |" in report.time_table(out)
 
 
+def test_variant_with_fewer_seeds_is_paired_on_its_seeds(tmp_path):
+    offsets = {1: 0.0, 2: 0.1, 3: 0.2, 4: 0.3}  # per-seed warm-start level, shared by methods
+    for seed, off in offsets.items():
+        _write_run(tmp_path / f"random,seed={seed}", [off, off + 0.10], np.ones(10))
+        if seed in (2, 4):
+            _write_run(
+                tmp_path / f"better,seed={seed}", [off, off + 0.12 + seed / 1000], np.ones(10)
+            )
+    out = report.summarize(report.load_sweep_dir(tmp_path), n_boot=200)
+    vs = out["variants"]["better"]["final_vs_baseline"]
+    assert vs["paired"] and vs["diff"] == pytest.approx(0.023)  # mean of 0.022 and 0.024
+    assert vs["lo"] > 0.0  # the shared offsets cancel; unpaired they would swamp 0.023
+    _write_run(tmp_path / "other,seed=9", [0.0, 0.1], np.ones(10))
+    _write_run(tmp_path / "other,seed=8", [0.0, 0.13], np.ones(10))
+    out = report.summarize(report.load_sweep_dir(tmp_path), n_boot=200)
+    assert not out["variants"]["other"]["final_vs_baseline"]["paired"]
+
+
 def test_row_names_and_mismatched_steps(tmp_path):
     assert report.parse_row_name("insight,seed=3,selection.params.mu=0.1") == (
         "insight,selection.params.mu=0.1",

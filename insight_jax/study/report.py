@@ -15,9 +15,10 @@ accuracy mean and 95% t-interval; its difference from the baseline; the steps-to
 speed-up over the baseline with a seed-bootstrap interval (target = the baseline's final mean
 accuracy, re-estimated in each bootstrap sample); rollouts to the same target; the median time
 split per step. Runs of one seed share the warm-started policy and the test set across methods,
-so when a variant has the baseline's seeds the comparison is paired (per-seed differences:
-t-interval and paired t-test; the bootstrap resamples seeds jointly); otherwise it is unpaired
-(bootstrap interval and Welch test).
+so when the baseline has every seed of a variant the comparison is paired, against the
+baseline's runs of those seeds (per-seed differences: t-interval and paired t-test; the
+bootstrap resamples seeds jointly; the speed-up target is those runs' final mean); otherwise it
+is unpaired (bootstrap interval and Welch test).
 """
 
 from __future__ import annotations
@@ -163,11 +164,13 @@ def summarize(
             "rollouts_total": float(np.mean([r[-1] for r in v.rollouts])),
         }
         if name != baseline and np.array_equal(v.steps, base.steps):
-            # Same seeds = same warm start and test set: compare seed by seed.
-            paired = v.seeds == base.seeds
+            # Same seed = same warm start and test set: compare seed by seed, against the
+            # baseline's runs of this variant's seeds (a variant may have fewer seeds).
+            paired = set(v.seeds) <= set(base.seeds)
+            ref = base_curves[[base.seeds.index(x) for x in v.seeds]] if paired else base_curves
             if paired:
-                diff = stats.paired_diff_ci(final, base_final)
-                d_mean, d_lo, d_hi = stats.mean_ci(curves - base_curves)
+                diff = stats.paired_diff_ci(final, ref[:, -1])
+                d_mean, d_lo, d_hi = stats.mean_ci(curves - ref)
                 row["curve_vs_baseline"] = {
                     "mean": d_mean.tolist(),
                     "lo": [_finite(x) for x in d_lo],
@@ -179,9 +182,7 @@ def summarize(
                 k: _finite(float(diff[k])) for k in ("diff", "lo", "hi", "p_value")
             }
             row["final_vs_baseline"]["paired"] = paired
-            sp = stats.speedup_ci(
-                v.steps, base_curves, curves, n_boot=n_boot, rng=seed, paired=paired
-            )
+            sp = stats.speedup_ci(v.steps, ref, curves, n_boot=n_boot, rng=seed, paired=paired)
             row["speedup"] = {
                 k: _finite(sp[k])
                 for k in ("speedup", "lo", "hi", "target", "steps_base", "steps_method")
@@ -293,7 +294,8 @@ def plot_curves_vs_baseline(ax, summary: dict[str, Any], names: list[str], title
     ax.set_ylabel(f"pass@1 minus {summary['baseline']}, same seed (pts)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # no paired variant: nothing to label
+        ax.legend(fontsize=7)
 
 
 def plot_curves(ax, variants: dict[str, Variant], names: list[str], title: str) -> None:
