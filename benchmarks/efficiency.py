@@ -120,19 +120,24 @@ def cmd_report(args) -> int:
                     f"## {task}: ablations (InSight defaults: eta=3, mu=0.3, Mhat=16M, lambda=1)"
                 ]
                 md += ["", report.markdown_table(abl_summary, abl_order), ""]
+                # Paired difference from Random (same seeds), with its 95% t-interval.
                 names = [n for n in abl_order if n in abl_summary["variants"]]
-                rows = [abl_summary["variants"][n]["final_accuracy"] for n in names]
-                means = [100 * r["mean"] for r in rows]
+                rows = [abl_summary["variants"][n].get("final_vs_baseline", {}) for n in names]
+                means = [100 * (r.get("diff") or 0.0) for r in rows]
                 errs = [
-                    [100 * (r["mean"] - (r["lo"] or r["mean"])) for r in rows],
-                    [100 * ((r["hi"] or r["mean"]) - r["mean"]) for r in rows],
+                    [100 * (r["diff"] - r["lo"]) if r.get("lo") is not None else 0 for r in rows],
+                    [100 * (r["hi"] - r["diff"]) if r.get("hi") is not None else 0 for r in rows],
                 ]
                 abl_ax.barh(range(len(names)), means, xerr=errs, color="tab:blue", alpha=0.7)
-                base = abl_summary["variants"]["random"]["final_accuracy"]["mean"]
-                abl_ax.axvline(100 * base, color="gray", ls="--", label="random (mean)")
-                abl_ax.set_yticks(range(len(names)), [n.replace("insight,", "") for n in names])
+                abl_ax.axvline(0.0, color="gray", ls="--", label="random")
+                labels = [
+                    f"{n.replace('insight,', '').replace('selection.', '')} "
+                    f"({len(abl_summary['variants'][n]['seeds'])})"
+                    for n in names
+                ]
+                abl_ax.set_yticks(range(len(names)), labels)
                 abl_ax.tick_params(axis="y", labelsize=7)
-                abl_ax.set_xlabel("final held-out pass@1 (%), 95% CI")
+                abl_ax.set_xlabel("final pass@1 minus random, same seeds (pts), 95% CI")
                 abl_ax.set_title(f"{task}: ablations")
                 abl_ax.legend(fontsize=7)
         results["tasks"][task] = task_out
