@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -409,6 +410,14 @@ def _abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Writes text so that a kill -9 leaves the old file or the new one, never a torn one (a
+    torn summary.json would stop the next run from resuming)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _warm_start_part(state: dict[str, Any]) -> dict[str, Any]:
     """The leaves the warm start determines (beliefs and scores depend on the RL settings)."""
     return {k: state[k] for k in ("model", "opt", "rng", "step")}
@@ -437,7 +446,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """
     run = Run(config, workdir)
     c = config
-    (run.workdir / "config.json").write_text(c.to_json_best_effort(indent=1, sort_keys=True))
+    _write_atomic(run.workdir / "config.json", c.to_json_best_effort(indent=1, sort_keys=True))
     writer = MetricWriter(run.workdir)
     deferred = DeferredWriter(writer)
     ckpt = Checkpointer(
@@ -508,7 +517,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if ckpt.should_save(step + 1) or step + 1 == run.total_steps:
             deferred.flush()  # metrics of every step before the checkpoint are on disk
             writer.flush()
-            summary_path.write_text(json.dumps(summary, indent=1))
+            _write_atomic(summary_path, json.dumps(summary, indent=1))
             ckpt.save(step + 1, state, {"step": step + 1}, force=step + 1 == run.total_steps)
     bar.close()
     if run.warm_steps == run.total_steps:
@@ -536,7 +545,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             **{f"total_{k}_s": v for k, v in split.items()},
         }
     )
-    summary_path.write_text(json.dumps(summary, indent=1))
+    _write_atomic(summary_path, json.dumps(summary, indent=1))
     try:
         plot_learning_curves(
             run.workdir / "metrics.jsonl",
