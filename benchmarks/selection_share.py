@@ -37,6 +37,7 @@ import arithmetic_tiny  # noqa: E402
 from insight_jax import selection as sel  # noqa: E402
 from insight_jax.metrics import read_metrics_jsonl  # noqa: E402
 from insight_jax.rl.train import train_and_evaluate  # noqa: E402
+from insight_jax.study.report import TIME_KEYS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -95,8 +96,7 @@ def main():
         train_and_evaluate(config, tmp)
         rows = [r for r in read_metrics_jsonl(Path(tmp) / "metrics.jsonl") if "reward_mean" in r]
     rows = rows[1:]  # the first step compiles
-    keys = ("time_select", "time_rollout", "time_update", "time_belief_update")
-    phase = {k: float(np.median([r[k] for r in rows])) for k in keys}
+    phase = {k: float(np.median([r[k] for r in rows])) for k in TIME_KEYS}
     rest = phase["time_rollout"] + phase["time_update"]
     m, k = config.rl.batch_size, config.rl.num_rollouts
     scorer = sel.get_scorer("insight", num_rollouts=k, **config.selection.params.to_dict())

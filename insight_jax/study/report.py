@@ -201,17 +201,15 @@ def summarize(
     return out
 
 
-def _fmt_ci(d: dict | None, scale: float = 1.0, digits: int = 1) -> str:
-    if not d or d.get("mean", d.get("speedup", d.get("diff"))) is None:
+def _fmt_ci(d: dict | None, key: str, scale: float = 1.0, digits: int = 1) -> str:
+    """`center [lo, hi]` of d[key], d["lo"], d["hi"] (bounds left out when undefined)."""
+    if not d or d.get(key) is None:
         return "n/a"
-    center = d.get("mean", d.get("speedup", d.get("diff")))
-    lo, hi = d.get("lo"), d.get("hi")
     f = f"{{:.{digits}f}}"
-    body = f.format(center * scale)
-    if lo is None or hi is None:
+    body = f.format(d[key] * scale)
+    if d.get("lo") is None or d.get("hi") is None:
         return body
-    hi_s = "inf" if hi is None else f.format(hi * scale)
-    return f"{body} [{f.format(lo * scale)}, {hi_s}]"
+    return f"{body} [{f.format(d['lo'] * scale)}, {f.format(d['hi'] * scale)}]"
 
 
 def markdown_table(summary: dict[str, Any], order: list[str] | None = None) -> str:
@@ -230,16 +228,16 @@ def markdown_table(summary: dict[str, Any], order: list[str] | None = None) -> s
         vs = r.get("final_vs_baseline")
         vs_s = "-"
         if vs and vs["p_value"] is not None:
-            vs_s = f"{_fmt_ci(vs, 100)}; p={vs['p_value']:.2f}" + (
+            vs_s = f"{_fmt_ci(vs, 'diff', 100)}; p={vs['p_value']:.2f}" + (
                 "" if vs["paired"] else " (unpaired)"
             )
         sp = r.get("speedup")
-        sp_s = _fmt_ci(sp, 1, 2) if sp else "1 (baseline)"
+        sp_s = _fmt_ci(sp, "speedup", 1, 2) if sp else "1 (baseline)"
         rt = r["rollouts_to_target"]
         rt_s = f"{rt['mean']:.0f} ({rt['n_reached']}/{rt['n_seeds']})" if rt["mean"] else "-"
         rt_s = rt_s if rt["n_reached"] else f"never (0/{rt['n_seeds']})"
         lines.append(
-            f"| {n} | {_fmt_ci(r['final_accuracy'], 100)} | {vs_s} | {sp_s} | {rt_s} "
+            f"| {n} | {_fmt_ci(r['final_accuracy'], 'mean', 100)} | {vs_s} | {sp_s} | {rt_s} "
             f"| {len(r['seeds'])} |"
         )
     return "\n".join(lines)
