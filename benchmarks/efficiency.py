@@ -8,14 +8,16 @@ Two steps, both resumable:
   python benchmarks/efficiency.py report [--root workdirs/study]
 
 `run` expands the sweeps declared in configs/ablations/<task>.py with launch/sweep.py ("warm"
-fills the shared warm-start cache, "main" runs every method x seed, "ablations" the knobs x seed)
-and skips finished rows, so rerunning it after an interruption finishes the study. `report`
-reads every finished run under the root and writes:
+fills the shared warm-start cache, "main" runs every method x seed, "replication" the main
+comparison on fresh seeds, "pool" Random and InSight on N/4 prompts, "ablations" the knobs x
+seed) and skips finished rows, so rerunning it after an interruption finishes the study.
+`report` reads every finished run under the root and writes (names follow --out's stem):
 
   benchmarks/results/efficiency.json   all numbers (per task and variant; stats in
                                        insight_jax/study/report.py and stats.py)
   benchmarks/results/efficiency.md     the tables (final pass@1, speed-up, rollouts, time split)
-  docs/figures/efficiency_curves.png   learning curves with 95% bands, one panel per task
+  docs/figures/efficiency_curves.png   learning curves with 95% bands, one panel per task (all
+                                       seeds: main and replication, where there is one)
   docs/figures/efficiency_ablations.png final pass@1 of each ablation with its 95% interval
 
 and prints the tables. The baseline of every comparison is Random; the target of steps-to-target
@@ -80,7 +82,8 @@ def cmd_report(args) -> int:
     tasks = [t for t in args.tasks.split(",") if (root / t / "main").is_dir()]
     if not tasks:
         raise SystemExit(f"no finished main sweep under {root}/<task>/main")
-    results = {"machine": _machine(), "root": str(root), "tasks": {}}
+    results = {"report_machine": _machine(), "runs_on": args.runs_on, "root": str(root)}
+    results["tasks"] = {}
     md = []
     fig, axes = plt.subplots(2, len(tasks), figsize=(6.5 * len(tasks), 9), squeeze=False)
     abl_fig, abl_axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5), squeeze=False)
@@ -92,9 +95,24 @@ def cmd_report(args) -> int:
         md += [f"## {task}: methods", "", report.markdown_table(summary, order), ""]
         md += [f"### {task}: median wall time per RL step", "", report.time_table(summary, order)]
         md.append("")
-        report.plot_curves(ax, main, order, f"{task}: held-out pass@1, mean and 95% band")
+        curves, curves_summary, seeds_note = main, summary, ""
+        rep_dir = root / task / "replication"  # the same comparison on fresh seeds
+        if rep_dir.is_dir() and args.baseline in report.load_sweep_dir(rep_dir):
+            rep = report.load_sweep_dir(rep_dir)
+            task_out["replication"] = report.summarize(rep, args.baseline, args.n_boot)
+            md += [f"## {task}: replication on fresh seeds", ""]
+            md += [report.markdown_table(task_out["replication"], order), ""]
+            curves = report.load_sweep_dir(root / task / "main", rep_dir)
+            curves_summary = report.summarize(curves, args.baseline, args.n_boot)
+            task_out["all_seeds"] = curves_summary
+            md += [f"## {task}: main and replication seeds together", ""]
+            md += [report.markdown_table(curves_summary, order), ""]
+            seeds_note = ", main + replication seeds"
+        report.plot_curves(
+            ax, curves, order, f"{task}: held-out pass@1, mean and 95% band{seeds_note}"
+        )
         report.plot_curves_vs_baseline(
-            diff_ax, summary, order, f"{task}: difference from {args.baseline}, same seeds"
+            diff_ax, curves_summary, order, f"{task}: difference from {args.baseline}, same seeds"
         )
 
         pool_dir = root / task / "pool"  # Random vs InSight on a quarter of the pool
@@ -149,9 +167,9 @@ def cmd_report(args) -> int:
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(figures / "efficiency_curves.png", dpi=120)
+    fig.savefig(figures / f"{out.stem}_curves.png", dpi=120)
     abl_fig.tight_layout()
-    abl_fig.savefig(figures / "efficiency_ablations.png", dpi=120)
+    abl_fig.savefig(figures / f"{out.stem}_ablations.png", dpi=120)
     print("\n".join(md))
     print(f"wrote {out}, {out.with_suffix('.md')} and figures in {figures}")
     return 0
@@ -168,6 +186,11 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", default="random", help="variant the others are compared to")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "efficiency.json"))
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
+    p.add_argument(
+        "--runs-on",
+        default="this machine (see report_machine)",
+        help="where the runs ran, when not here (stored in the JSON)",
+    )
     args = p.parse_args(argv)
     return cmd_run(args) if args.command == "run" else cmd_report(args)
 

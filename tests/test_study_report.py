@@ -1,6 +1,7 @@
 """insight_jax/study/report.py on hand-built run directories, and the study end to end (smoke)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,20 @@ def test_variant_with_fewer_seeds_is_paired_on_its_seeds(tmp_path):
     assert not out["variants"]["other"]["final_vs_baseline"]["paired"]
 
 
+def test_main_and_replication_dirs_merge_by_seed(tmp_path):
+    for sweep, seeds in (("main", (1, 2)), ("replication", (6, 7, 8))):
+        for seed in seeds:
+            _write_run(tmp_path / sweep / f"random,seed={seed}", [0.1, 0.1 + seed / 100], [1] * 10)
+    merged = report.load_sweep_dir(tmp_path / "main", tmp_path / "replication")
+    assert merged["random"].seeds == [1, 2, 6, 7, 8]
+    np.testing.assert_allclose(
+        [c[-1] for c in merged["random"].curves], [0.11, 0.12, 0.16, 0.17, 0.18]
+    )
+    _write_run(tmp_path / "replication" / "random,seed=2", [0.1, 0.2], [1] * 10)
+    with pytest.raises(ValueError, match="more than one sweep dir"):
+        report.load_sweep_dir(tmp_path / "main", tmp_path / "replication")
+
+
 def test_row_names_and_mismatched_steps(tmp_path):
     assert report.parse_row_name("insight,seed=3,selection.params.mu=0.1") == (
         "insight,selection.params.mu=0.1",
@@ -140,6 +155,14 @@ def test_study_smoke_end_to_end(tmp_path):
     again = subprocess.run(run + args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert "4 of 4 rows already finished" in again.stdout
     assert len(list((tmp_path / "warm_cache").iterdir())) == 2  # one warm start per seed
+    # A replication sweep on fresh seeds (here: copies of seed 1's runs, renamed to seed 11).
+    sweep_dir = tmp_path / "study" / "smoke_task"
+    for method in ("random,smoke", "insight,smoke"):
+        shutil.copytree(
+            sweep_dir / "main" / f"{method},seed=1",
+            sweep_dir / "replication" / f"{method},seed=11",
+            ignore=shutil.ignore_patterns("checkpoints"),
+        )
     rep = subprocess.run(
         [
             sys.executable,
@@ -163,5 +186,11 @@ def test_study_smoke_end_to_end(tmp_path):
     assert set(variants) == {"random,smoke", "insight,smoke"}
     assert variants["insight,smoke"]["seeds"] == [1, 2]
     assert "speedup" in variants["insight,smoke"]
-    assert (tmp_path / "fig" / "efficiency_curves.png").stat().st_size > 10_000
+    assert res["tasks"]["smoke_task"]["replication"]["variants"]["insight,smoke"]["seeds"] == [11]
+    assert res["tasks"]["smoke_task"]["all_seeds"]["variants"]["insight,smoke"]["seeds"] == [
+        1,
+        2,
+        11,
+    ]
+    assert (tmp_path / "fig" / "eff_curves.png").stat().st_size > 10_000
     assert "| insight,smoke |" in (tmp_path / "eff.md").read_text()

@@ -44,7 +44,7 @@ def test_row_names_use_only_varying_keys():
     assert sweep.row_name({"config.x": [1, 2]}, ["config.x"]) == "x=[1,2]"
 
 
-@pytest.mark.parametrize("task", ["countdown_tiny", "arithmetic_tiny"])
+@pytest.mark.parametrize("task", ["countdown_tiny", "arithmetic_tiny", "countdown_small"])
 def test_declared_sweeps_expand(task):
     config, name, rows = sweep.load_sweep(f"{ROOT}/configs/ablations/{task}.py:main")
     assert config == f"configs/{task}.py" and name == f"{task}/main"
@@ -62,6 +62,11 @@ def test_declared_sweeps_expand(task):
     names = [n for n, _ in abl]
     assert len(set(names)) == len(names)
     assert "insight,seed=3,selection.params.mu=0.7" in names
+    # The replication runs the main comparison on seeds disjoint from the main sweep's.
+    _, _, rep = sweep.load_sweep(f"{ROOT}/configs/ablations/{task}.py:replication")
+    rep_seeds = {r["config.seed"] for _, r in rep}
+    assert rep_seeds.isdisjoint({r["config.seed"] for _, r in rows}) and len(rep_seeds) == 10
+    assert {r["arg"] for _, r in rep} == methods and len(rep) == 3 * 10 + 3 * 5
     with pytest.raises(ValueError, match="unknown sweep"):
         sweep.load_sweep(f"{ROOT}/configs/ablations/{task}.py:nope")
 

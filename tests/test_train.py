@@ -3,6 +3,7 @@ restarted with the same command ends exactly like an uninterrupted one."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,6 +92,42 @@ def test_warm_start_cache_reproduces_the_uncached_run(tmp_path, devices):
     other.warmstart.learning_rate = config.warmstart.learning_rate
     other.seed = 1
     assert Run(other, tmp_path / "fifth").warm_start_cache() != entry
+
+
+def test_a_run_that_loses_the_warm_start_race_trains_from_the_winner(
+    tmp_path, devices, monkeypatch
+):
+    """Runs of one seed that warm start at once may get different policies (GPU kernels are
+    not bit-deterministic); each must start RL from the cache's entry, so they stay paired."""
+    from insight_jax.rl import train
+
+    winner_config = _load_config("smoke")
+    winner_config.warmstart.cache_dir = str(tmp_path / "winner_cache")
+    winner_config.warmstart.learning_rate *= 3  # a warm start that ends somewhere else
+    winner = train.train_and_evaluate(winner_config, tmp_path / "winner")
+    (winner_entry,) = (tmp_path / "winner_cache").iterdir()
+
+    real_save = train._save_warm_start
+
+    def save_after_a_faster_run(cache_dir, step, state):
+        shutil.copytree(winner_entry, cache_dir)  # the other run wrote its entry first
+        real_save(cache_dir, step, state)
+
+    monkeypatch.setattr(train, "_save_warm_start", save_after_a_faster_run)
+    config = _load_config("smoke")
+    config.warmstart.cache_dir = str(tmp_path / "cache")
+    loser = train.train_and_evaluate(config, tmp_path / "loser")
+    sft = [
+        [
+            r["sft_loss"]
+            for r in read_metrics_jsonl(tmp_path / d / "metrics.jsonl")
+            if "sft_loss" in r
+        ]
+        for d in ("winner", "loser")
+    ]
+    assert len(sft[1]) == config.warmstart.steps and sft[0] != sft[1]  # it ran its own
+    assert _rl_records(tmp_path / "loser") == _rl_records(tmp_path / "winner")
+    assert loser["eval_accuracy_before_rl"] == winner["eval_accuracy_before_rl"]
 
 
 def test_resume_at_the_rl_boundary_resets_the_optimizer(tmp_path, devices):

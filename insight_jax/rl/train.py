@@ -423,6 +423,18 @@ def _warm_start_part(state: dict[str, Any]) -> dict[str, Any]:
     return {k: state[k] for k in ("model", "opt", "rng", "step")}
 
 
+def _load_warm_start(cache_dir: Path, warm_steps: int, state) -> dict[str, Any] | None:
+    """`state` with its warm-start leaves replaced by the cached ones, or None (no entry)."""
+    if not (cache_dir / "checkpoints").exists():
+        return None
+    with Checkpointer(cache_dir / "checkpoints", max_to_keep=1) as cache:
+        cached = cache.restore_latest(_abstract(_warm_start_part(state)))
+    if cached is None or cached[0] != warm_steps:
+        return None
+    # Beliefs and scores stay this run's prior: the warm start does not touch them.
+    return {**state, **cached[1]}
+
+
 def _save_warm_start(cache_dir: Path, step: int, state) -> None:
     """Adds the warm-started state to the shared cache (first writer wins; never fatal)."""
     if (cache_dir / "checkpoints").exists():
@@ -461,12 +473,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if restored is not None:
         start, state, _ = restored
         print(f"resumed from the checkpoint of step {start} in {ckpt.directory}", flush=True)
-    elif cache_dir is not None and (cache_dir / "checkpoints").exists():
-        with Checkpointer(cache_dir / "checkpoints", max_to_keep=1) as cache:
-            cached = cache.restore_latest(_abstract(_warm_start_part(state)))
-        if cached is not None and cached[0] == run.warm_steps:
-            # Beliefs and scores stay this run's prior: the warm start does not touch them.
-            start, state = cached[0], {**state, **cached[1]}
+    elif cache_dir is not None:
+        cached = _load_warm_start(cache_dir, run.warm_steps, state)
+        if cached is not None:
+            start, state = run.warm_steps, cached
             print(f"warm-started policy loaded from {cache_dir}", flush=True)
 
     summary_path = run.workdir / "summary.json"
@@ -512,6 +522,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         state = {**state, "step": jax.device_put(jnp.int32(step + 1), state["step"].sharding)}
         if step + 1 == run.warm_steps and cache_dir is not None:
             _save_warm_start(cache_dir, step + 1, state)
+            # Train on from the cache's entry, not this run's own: if runs of one seed warm
+            # started at once and their results differ (non-deterministic GPU kernels), every
+            # run still starts RL from the one policy that won the race, so they stay paired.
+            state = _load_warm_start(cache_dir, run.warm_steps, state) or state
         deferred.push(step, metrics)
         bar.update(1)
         if ckpt.should_save(step + 1) or step + 1 == run.total_steps:

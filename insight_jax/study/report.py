@@ -92,10 +92,12 @@ def read_run(workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[st
     return steps, acc, rollouts, times
 
 
-def load_sweep_dir(sweep_dir: str | Path) -> dict[str, Variant]:
-    """Finished runs of a sweep directory, grouped into variants (seeds in ascending order)."""
+def load_sweep_dir(*sweep_dirs: str | Path) -> dict[str, Variant]:
+    """Finished runs of one or more sweep directories (e.g. "main" and its "replication" on
+    fresh seeds), grouped into variants, seeds in ascending order."""
     variants: dict[str, Variant] = {}
-    for workdir in sorted(Path(sweep_dir).iterdir()):
+    workdirs = sorted(w for d in sweep_dirs for w in Path(d).iterdir())
+    for workdir in workdirs:
         if not workdir.is_dir():
             continue
         try:
@@ -107,6 +109,8 @@ def load_sweep_dir(sweep_dir: str | Path) -> dict[str, Variant]:
             continue
         steps, acc, rollouts, times = run
         v = variants.setdefault(name, Variant(name))
+        if seed in v.seeds:
+            raise ValueError(f"{workdir}: seed {seed} of {name} is in more than one sweep dir")
         if v.steps is None:
             v.steps = steps
         elif not np.array_equal(v.steps, steps):
