@@ -1,6 +1,6 @@
 """The selection simulator: exact model pieces, reproducibility, real-selector wiring, DS
-bookkeeping and calibration recovery. Small shapes so the whole file runs in well under a
-minute on two CPU cores."""
+bookkeeping, calibration recovery and the optional memorisation term. Small shapes so the whole
+file runs in about a minute on two idle CPU cores."""
 
 import dataclasses
 
@@ -247,3 +247,158 @@ def test_calibration_recovers_known_params():
     assert fit.loss_grid.shape == (5, 5)
     np.testing.assert_allclose(fit.sim_accuracy, real[fit.steps], atol=0.03)
     assert fit.sim_curve.shape == (61,)
+
+
+# --- memorisation (model.py: m_i, G_i, w_i = 1 / (1 + kappa G_i)) --------------------------------
+
+# simulate(BASE, PARAMS, 3) as computed by the simulator before memorisation was added (git
+# ce2feba), float32 values written out exactly. Re-record only for a deliberate change of the
+# model or of jax's RNG / XLA's CPU arithmetic.
+GOLDEN_ACCURACY = [
+    0.5042080283164978, 0.5056109428405762, 0.5080264806747437, 0.5080264806747437,
+    0.5109923481941223, 0.513278603553772, 0.5169258117675781, 0.5183159112930298,
+    0.5204814672470093, 0.522873044013977, 0.5237672924995422, 0.5258402824401855,
+    0.5266375541687012,
+]  # fmt: skip
+GOLDEN_SKILL = [0.21946711838245392, 0.23570507764816284, 0.21779242157936096]
+GOLDEN_LAST_BATCH = [52, 252, 80, 90, 247, 240, 74, 203]
+# Configs that revisit prompts within their 12 steps (96 groups from 64 prompts; DS draws 40 of
+# 256 per step), so that kappa > 0 changes the run and the comparison below can fail.
+REVISIT_CFG = dataclasses.replace(BASE, num_prompts=64, num_candidates=64)
+DS_CFG = dataclasses.replace(BASE, method="ds", ds_max_rounds=5)
+DRIFTING = mixture_params("balanced", learning_rate=0.2, decay=0.9, drift_std=0.5, drift_rate=0.05)
+
+
+def test_default_path_matches_the_recorded_pre_memorisation_run():
+    out = _np(simulate(BASE, PARAMS, 3))
+    np.testing.assert_array_equal(out.accuracy, np.float32(GOLDEN_ACCURACY))
+    np.testing.assert_array_equal(out.skill, np.float32(GOLDEN_SKILL))
+    np.testing.assert_array_equal(out.indices[-1], GOLDEN_LAST_BATCH)
+    assert out.train_accuracy is None  # the memorisation state and output are absent
+
+
+@pytest.mark.parametrize("cfg", [REVISIT_CFG, DS_CFG], ids=["insight", "ds"])
+def test_memorisation_with_kappa_zero_is_bit_identical(cfg):
+    """memorisation=True, memorise = 0 (any memory_rate) vs the program without the term."""
+    off = _np(simulate(cfg, DRIFTING, 5))
+    on_cfg = dataclasses.replace(cfg, memorisation=True)
+    on = _np(simulate(on_cfg, dataclasses.replace(DRIFTING, memory_rate=3.0), 5))
+    for field in ("accuracy", "rollouts", "zero_var_frac", "signal", "skill", "indices"):
+        x, y = getattr(off, field), getattr(on, field)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8), err_msg=field)
+    np.testing.assert_array_equal(off.successes, on.successes)
+    assert on.train_accuracy.shape == (cfg.num_steps + 1,)
+    # Control: the comparison can fail. kappa > 0 changes the run from the first revisit on.
+    moved = _np(simulate(on_cfg, dataclasses.replace(DRIFTING, memorise=1.0), 5))
+    assert not np.array_equal(moved.accuracy, off.accuracy)
+    assert not np.array_equal(moved.train_accuracy, on.train_accuracy)
+
+
+def test_memorise_without_the_flag_is_refused():
+    with pytest.raises(ValueError, match="memorisation=True"):
+        simulate(BASE, dataclasses.replace(PARAMS, memorise=0.5), 0)
+    with pytest.raises(ValueError, match="memorisation=True"):
+        simulate_many(BASE, [PARAMS, dataclasses.replace(PARAMS, memorise=0.5)], [0])
+
+
+def test_memory_step_closed_form_float64():
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=64)
+    big_g = rng.exponential(1.0, 64) * (rng.random(64) < 0.7)  # some prompts never trained
+    g = rng.random(64) * 0.5 * (rng.random(64) < 0.8)  # some zero-variance groups
+    kappa, r = 1.7, 2.5
+    w, m1, g1 = _np(model.memory_step(*map(jnp.float32, (m, big_g, g)), kappa, r))
+    w_ref = 1.0 / (1.0 + kappa * big_g)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-6)
+    np.testing.assert_allclose(m1, m + r * (1.0 - w_ref) * g, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(g1, big_g + g, rtol=1e-6)
+    np.testing.assert_array_equal(m1[g == 0], np.float32(m)[g == 0])  # no signal: no memory
+    np.testing.assert_array_equal(w[big_g == 0], 1.0)  # a fresh prompt transfers fully
+    # kappa = 0: w = 1 and m unchanged, exactly.
+    w0, m0, _ = _np(model.memory_step(*map(jnp.float32, (m, big_g, g)), 0.0, r))
+    np.testing.assert_array_equal(w0, 1.0)
+    np.testing.assert_array_equal(m0, np.float32(m))
+    # Train-pool accuracy: mean sigmoid(s_c - d - x + m).
+    skill = np.array([0.3, -0.2])
+    pool = model.Pool(
+        jnp.float32(rng.normal(size=64)),
+        jnp.int32(rng.integers(0, 2, 64)),
+        jnp.float32(rng.normal(size=64)),
+        jnp.zeros((64,), jnp.int32),
+    )
+    ref = np.mean(1.0 / (1.0 + np.exp(-(skill[pool.cluster] - pool.difficulty - pool.offset + m1))))
+    got = float(model.train_accuracy(jnp.float32(skill), pool, jnp.float32(m1)))
+    assert got == pytest.approx(ref, rel=1e-5)
+
+
+def test_one_run_step_of_memory_and_skill_matches_the_formula():
+    """Replays a recorded 2-step run in float64: step 0 trains fresh prompts (w = 1, no memory);
+    at step 1 the revisited ones (the whole pool of M prompts) have w = 1 / (1 + kappa g_0)."""
+    m, k, kappa, r, lr = 8, 8, 1.5, 2.0, 0.3
+    cfg = SimConfig(
+        method="random",
+        num_prompts=m,  # every step trains the same M prompts
+        batch_size=m,
+        num_rollouts=k,
+        num_candidates=m,
+        num_steps=2,
+        num_clusters=1,
+        num_heldout=16,
+        record_batches=True,
+        memorisation=True,
+    )
+    params = normal_params(0.0, 1.0, learning_rate=lr, memorise=kappa, memory_rate=r)
+    out = _np(simulate(cfg, params, 0))
+    g = np.zeros((2, m))
+    for t in range(2):
+        s = out.successes[t].astype(np.float64)
+        g[t, out.indices[t]] = np.sqrt(s / k * (1 - s / k))
+    assert np.sum(g[0] > 0) >= 4 and np.sum(g[1] > 0) >= 4  # the case exercises w < 1
+    w1 = 1.0 / (1.0 + kappa * g[0])
+    skill = lr / m * (g[0].sum() + (w1 * g[1]).sum())  # one topic: tau plays no role
+    np.testing.assert_allclose(out.skill, [skill], rtol=1e-5)
+    np.testing.assert_allclose(out.signal, g.sum(1) / m, rtol=1e-5)
+    memory = r * (1.0 - w1) * g[1]  # zero after step 0 (G = 0), then r (1 - w) g
+    pool = model.make_pool(jax.random.fold_in(jax.random.key(0), 0), m, 1, model.as_arrays(params))
+    d = np.asarray(pool.difficulty, np.float64)
+    ref = np.mean(1.0 / (1.0 + np.exp(-(skill - d + memory))))
+    assert out.train_accuracy[-1] == pytest.approx(ref, rel=1e-5)
+
+
+# A pool of 64 prompts, 8 per step for 40 steps: each prompt is trained on 5 times on average.
+SMALL_POOL = SimConfig(
+    method="random",
+    num_prompts=64,
+    batch_size=8,
+    num_rollouts=8,
+    num_candidates=64,
+    num_steps=40,
+    num_clusters=1,
+    num_heldout=256,
+    memorisation=True,
+)
+
+
+def test_memorisation_on_a_revisited_pool():
+    """With kappa = 2, r = 2: train-pool accuracy pulls away from held-out accuracy, and
+    InSight's held-out gain over Random (large without memorisation: it concentrates on
+    informative prompts) shrinks, because its revisits transfer less. 16 seeds, paired."""
+    off = normal_params(2.0, 2.0, learning_rate=0.2, transfer=0.0)
+    on = dataclasses.replace(off, memorise=2.0, memory_rate=2.0)
+    seeds = np.arange(16)
+    rnd = _np(simulate_many(SMALL_POOL, [off, on], seeds))
+    ins = _np(simulate_many(dataclasses.replace(SMALL_POOL, method="insight"), [off, on], seeds))
+    for res in (rnd, ins):
+        gap = (res.train_accuracy - res.accuracy)[:, :, -1].mean(1)  # [off, on]
+        assert abs(gap[0]) < 0.03  # no memorisation: pool and held-out differ by sampling only
+        assert gap[1] > 0.12  # memorisation: the trained pool is far ahead
+        np.testing.assert_array_equal(res.accuracy[0, :, 0], res.accuracy[1, :, 0])  # same start
+        # Memorisation costs held-out accuracy for both selectors (revisits transfer less).
+        assert res.accuracy[1, :, -1].mean() < res.accuracy[0, :, -1].mean() - 0.05
+    diff = ins.accuracy[:, :, -1] - rnd.accuracy[:, :, -1]  # [off, on] x seeds, paired
+    assert diff[0].mean() > 0.04  # without memorisation InSight wins clearly (+8 points)
+    assert diff[1].mean() < diff[0].mean() - 0.04  # with it, most of the gain is gone
+    assert (diff[0] > diff[1]).mean() >= 0.8  # on nearly every seed
+    # InSight still finds more informative groups: the cost is transfer, not signal.
+    assert ins.zero_var_frac[1].mean() < rnd.zero_var_frac[1].mean()

@@ -7,9 +7,17 @@ once. Each step t, with keys derived from (seed, t) only (`step_keys`):
      the whole pool), reading cached scores (`init_scores` / `rescore`) for deterministic
      scorers; or, for method "ds", DAPO dynamic sampling (below);
   2. observe the chosen prompts' drift and roll out K Bernoulli(p_i) responses each;
-  3. GRPO-like skill update from the groups' reward std (model.py);
+  3. GRPO-like skill update from the groups' reward std (model.py); with
+     `SimConfig.memorisation`, the trained prompts' memorised logits and exposures too, and the
+     skill update uses only the transferable share of each group's signal (model.py);
   4. conjugate belief update of the M prompts with `apply_update` (decay = lambda), then rescore;
-  5. record the exact held-out accuracy, rollouts used and the share of zero-variance groups.
+  5. record the exact held-out accuracy, rollouts used and the share of zero-variance groups
+     (and, with memorisation, the exact train-pool accuracy: O(N) per step).
+
+Memorisation adds two [N] arrays to the state (m, G) and touches only the M rolled-out rows per
+step; with `memorisation=False` (the default) they do not exist and the program is the one
+without them. `memorisation=True` with `SimParams.memorise = 0` gives the same outputs bit for
+bit (tests/test_sim.py), plus the train-pool accuracy.
 
 DAPO dynamic sampling ("ds"). Draw R*M distinct prompts uniformly (`draw_candidates`), roll out
 all of them with the current policy (same policy for every round, as in DAPO, where the update
@@ -41,6 +49,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jax import lax
 
@@ -81,6 +90,8 @@ class SimConfig:
     alpha0: float = 1.0  # Beta prior of the beliefs
     beta0: float = 1.0
     record_batches: bool = False  # also return the per-step indices and successes
+    # Per-prompt memorisation (model.py; SimParams.memorise, memory_rate) and train-pool accuracy.
+    memorisation: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -139,6 +150,8 @@ class SimState:
     beliefs: Beliefs
     scores: jax.Array | None  # cached scores of a deterministic scorer, else None
     pool: model.Pool
+    memory: jax.Array | None = None  # [N] memorised logit m_i (memorisation), else None
+    exposure: jax.Array | None = None  # [N] training exposure G_i (memorisation), else None
 
 
 @struct.dataclass
@@ -152,6 +165,7 @@ class SimResult:
     skill: jax.Array  # [C] final skill per topic
     indices: jax.Array | None = None  # [T, G] rolled-out prompts (record_batches)
     successes: jax.Array | None = None  # [T, G] their success counts (record_batches)
+    train_accuracy: jax.Array | None = None  # [T + 1] train-pool accuracy (memorisation)
 
 
 def run_keys(seed: jax.Array | int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -197,6 +211,9 @@ def _step(config: SimConfig, params: model.SimParams, heldout: model.Pool, seed,
     idx = _select(config, k_sel, state)
     pool, difficulty = _observe(config, params, k_drift, state.pool, idx, step)
     cluster = pool.cluster[idx]
+    memory, exposure = state.memory, state.exposure
+    if config.memorisation:
+        difficulty = difficulty - memory[idx]  # s_c - d - x + m
     successes = model.rollout_successes(
         k_roll, model.success_prob(state.skill, cluster, difficulty), k
     )
@@ -215,8 +232,16 @@ def _step(config: SimConfig, params: model.SimParams, heldout: model.Pool, seed,
         beliefs = apply_update(beliefs, idx, successes, k, params.decay)
         if scores is not None:
             scores = rescore(scores, beliefs, idx, config.scorer, shard=None)
+    trained = signal  # what the skill learns from: g_i, or its transferable share w_i g_i
+    if config.memorisation:
+        share, mem, exp = model.memory_step(
+            memory[idx], exposure[idx], signal, params.memorise, params.memory_rate
+        )
+        memory = memory.at[idx].set(mem, unique_indices=True)
+        exposure = exposure.at[idx].set(exp, unique_indices=True)
+        trained = share * signal
     skill = state.skill + model.skill_increment(
-        signal, cluster, config.num_clusters, m, params.learning_rate, params.transfer
+        trained, cluster, config.num_clusters, m, params.learning_rate, params.transfer
     )
     out = dict(
         accuracy=model.heldout_accuracy(skill, heldout),
@@ -226,7 +251,9 @@ def _step(config: SimConfig, params: model.SimParams, heldout: model.Pool, seed,
     )
     if config.record_batches:
         out.update(indices=idx, successes=successes)
-    return SimState(skill, beliefs, scores, pool), out
+    if config.memorisation:
+        out.update(train_accuracy=model.train_accuracy(skill, pool, memory))
+    return SimState(skill, beliefs, scores, pool, memory, exposure), out
 
 
 def _simulate(config: SimConfig, params: model.SimParams, seed) -> SimResult:
@@ -238,9 +265,16 @@ def _simulate(config: SimConfig, params: model.SimParams, seed) -> SimResult:
     beliefs = init_beliefs(n, config.alpha0, config.beta0)
     scores = init_scores(beliefs, config.scorer) if config.uses_cache else None
     state = SimState(jnp.zeros((c,), jnp.float32), beliefs, scores, pool)
+    train_acc0 = None
+    if config.memorisation:
+        zeros = jnp.zeros((n,), jnp.float32)
+        state = state.replace(memory=zeros, exposure=zeros)
+        train_acc0 = model.train_accuracy(state.skill, pool, zeros)
     acc0 = model.heldout_accuracy(state.skill, heldout)
     body = functools.partial(_step, config, params, heldout, seed)
     state, out = lax.scan(body, state, jnp.arange(config.num_steps, dtype=jnp.int32))
+    if train_acc0 is not None:
+        train_acc0 = jnp.concatenate([train_acc0[None], out["train_accuracy"]])
     return SimResult(
         accuracy=jnp.concatenate([acc0[None], out["accuracy"]]),
         rollouts=out["rollouts"],
@@ -249,13 +283,31 @@ def _simulate(config: SimConfig, params: model.SimParams, seed) -> SimResult:
         skill=state.skill,
         indices=out.get("indices"),
         successes=out.get("successes"),
+        train_accuracy=train_acc0,
     )
 
 
+def _check_memorisation(config: SimConfig, params: Sequence[model.SimParams]) -> None:
+    """memorise > 0 without SimConfig.memorisation would be silently ignored: refuse it."""
+    if config.memorisation:
+        return
+    for p in params:
+        kappa = p.memorise
+        if isinstance(kappa, jax.core.Tracer):
+            continue  # traced: cannot be checked here
+        if np.any(np.asarray(kappa) != 0):
+            raise ValueError("SimParams.memorise != 0 needs SimConfig(memorisation=True)")
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
-def simulate(config: SimConfig, params: model.SimParams, seed: jax.Array | int) -> SimResult:
-    """One run: T steps of selection, rollouts and updates (module docstring)."""
+def _simulate_jit(config, params, seed):
     return _simulate(config, params, seed)
+
+
+def simulate(config: SimConfig, params: model.SimParams, seed: jax.Array | int) -> SimResult:
+    """One run: T steps of selection, rollouts and updates (module docstring); jitted."""
+    _check_memorisation(config, [params])
+    return _simulate_jit(config, params, seed)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "batching"))
@@ -287,6 +339,7 @@ def simulate_many(
     All params must have mixtures with the same number of components. Identical to calling
     `simulate(config, params[i], seeds[j])` for each pair.
     """
+    _check_memorisation(config, params)
     seeds = jnp.asarray(seeds, jnp.int32).reshape(-1)
     arrays = [model.as_arrays(p) for p in params]
     num_params, num_seeds = len(arrays), seeds.shape[0]

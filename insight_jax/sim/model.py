@@ -37,6 +37,36 @@ Model (all quantities per seed; d, s in logits):
   individual prompts (item-level forgetting/interference) without shifting held-out accuracy.
   x is sampled lazily, only when a prompt is rolled out (exact in distribution, O(M) per step).
 
+  Memorisation (optional: SimConfig.memorisation, off by default). Each training prompt also has
+  a memorised logit m_i and a training exposure G_i, both 0 at the start, and its success
+  probability becomes
+      p_i(t) = sigmoid(s_{c_i}(t) - d_i - x_i(t) + m_i(t)).
+  A trained group's signal g_i is split by the prompt's exposure *before* the step,
+      w_i = 1 / (1 + kappa G_i)                    (transferable share, kappa = memorise)
+      s_c <- s_c + (lr / M) [ (1 - tau) sum_{i in batch, c_i = c} w_i g_i + tau sum_i w_i g_i ]
+      m_i <- m_i + r (1 - w_i) g_i,   G_i <- G_i + g_i     (r = memory_rate)
+  i.e. the skill update above with g_i replaced by w_i g_i. The first informative visit of a prompt
+  teaches its topic fully (G_i = 0, w_i = 1); the more a prompt has been trained on, the more of
+  its gradient goes into features of that prompt alone, which raise its own logit and nothing
+  else. G_i counts gradient, not visits: an all-0 or all-1 group (g_i = 0) neither teaches nor
+  memorises. r is in logits per unit of signal and absorbs the ratio of a prompt's self-kernel to
+  the shared one (a step on a prompt moves its own logit much more than its topic-mates'; the
+  topic step is diluted by lr / M, the memory step is not). With kappa = 0, w_i = 1 and m_i = 0:
+  the model above exactly.
+  Why this form: it is the simplest one in which *revisiting* has a cost. A fixed split (a share
+  mu of every group memorised) slows all selectors alike; a memory step without the w_i split
+  (m_i += r g_i, skill unchanged) raises train accuracy but keeps the held-out step per unit of
+  signal, so a selector that finds more signal still wins by as much. With w_i the skill gained
+  from one prompt saturates in its own exposure (sum over its visits of g / (1 + kappa G), about
+  ln(1 + kappa G_total) / kappa, concave), so a fixed number of groups teaches the topic more
+  when spread over many prompts than when concentrated on a few, and concentrating them raises
+  those prompts' own (train-pool) accuracy instead. A prompt that was all-wrong when first
+  seen has G = 0 and still teaches fully once the skill makes it learnable.
+  Held-out prompts are never trained on, so held-out accuracy never includes m. The train-pool
+  accuracy (reported with memorisation on) is
+      acc_train(t) = (1/N) sum_i sigmoid(s_{c_i}(t) - d_i - x_i + m_i(t)),
+  with x_i the prompt's drift offset when it was last rolled out (exact without drift).
+
   Held-out accuracy. H held-out prompts from the same mixture (plus a stationary drift offset),
   fixed for the run; the reported accuracy is the exact expectation over rollout noise,
       acc(t) = (1/H) sum_h sigmoid(s_{c_h}(t) - d_h),
@@ -44,8 +74,11 @@ Model (all quantities per seed; d, s in logits):
 
 Assumptions worth knowing when reading results: learning speed is proportional to the
 informative signal (the sim measures how well a selector *finds* informative prompts, not
-whether they help); a prompt teaches its topic, not itself (no memorisation, so the train/held-
-out gap is zero); all topics share one difficulty distribution; rewards are binary.
+whether they help); without memorisation (the default) a prompt teaches its topic, not itself,
+so the train/held-out gap is zero; with it, a prompt's transfer falls with its own training
+exposure only (not with its topic's, nor with time), memory is never forgotten and has no
+shared capacity limit, and kappa, r are free parameters, not fitted to a real run; all topics
+share one difficulty distribution; rewards are binary.
 """
 
 from __future__ import annotations
@@ -91,6 +124,9 @@ class SimParams:
     decay: jax.Array | float = 1.0  # lambda, the selector's forgetting factor
     drift_std: jax.Array | float = 0.0  # sigma_x (logits)
     drift_rate: jax.Array | float = 0.0  # theta (per step)
+    # Memorisation (used only with SimConfig.memorisation = True): kappa and r.
+    memorise: jax.Array | float = 0.0  # kappa: w_i = 1 / (1 + kappa G_i); 0 = no memorisation
+    memory_rate: jax.Array | float = 1.0  # r: m_i += r (1 - w_i) g_i (logits per unit signal)
     mix_weights: jax.Array | tuple = MIXES["balanced"]
     mix_locs: jax.Array | tuple = MIX_LOCS
     mix_scales: jax.Array | tuple = MIX_SCALES
@@ -189,6 +225,29 @@ def skill_increment(
     per_topic = jax.ops.segment_sum(signal, cluster, num_segments=num_clusters)
     total = jnp.sum(per_topic)
     return (learning_rate / batch_size) * ((1.0 - transfer) * per_topic + transfer * total)
+
+
+def memory_step(
+    memory: jax.Array,
+    exposure: jax.Array,
+    signal: jax.Array,
+    memorise: jax.Array | float,
+    memory_rate: jax.Array | float,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One training step of the rolled-out prompts' memorisation (all arrays [G]):
+        w = 1 / (1 + kappa G),   m' = m + r (1 - w) g,   G' = G + g.
+    Returns (w, m', G'); the skill update uses w g in place of g. kappa = 0: w = 1, m' = m."""
+    kg = memorise * exposure
+    share = 1.0 / (1.0 + kg)
+    # 1 - w = kappa G / (1 + kappa G), without the cancellation of 1 - w for tiny kappa G.
+    memory = memory + memory_rate * (kg / (1.0 + kg)) * signal
+    return share, memory, exposure + signal
+
+
+def train_accuracy(skill: jax.Array, pool: Pool, memory: jax.Array) -> jax.Array:
+    """acc_train = mean_i sigmoid(s_{c_i} - d_i - x_i + m_i) over the training pool, x_i the
+    offset at prompt i's last rollout: exact expected pass@1 on the pool (O(N))."""
+    return jnp.mean(success_prob(skill, pool.cluster, pool.difficulty + pool.offset - memory))
 
 
 def heldout_accuracy(skill: jax.Array, heldout: Pool) -> jax.Array:
