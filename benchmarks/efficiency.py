@@ -97,8 +97,8 @@ def cmd_report(args) -> int:
         md.append("")
         curves, curves_summary, seeds_note = main, summary, ""
         rep_dir = root / task / "replication"  # the same comparison on fresh seeds
-        if rep_dir.is_dir() and args.baseline in report.load_sweep_dir(rep_dir):
-            rep = report.load_sweep_dir(rep_dir)
+        rep = report.load_sweep_dir(rep_dir) if rep_dir.is_dir() else {}
+        if args.baseline in rep:
             task_out["replication"] = report.summarize(rep, args.baseline, args.n_boot)
             md += [f"## {task}: replication on fresh seeds", ""]
             md += [report.markdown_table(task_out["replication"], order), ""]
