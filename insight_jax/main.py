@@ -2,8 +2,13 @@
 
   python -m insight_jax.main --config=configs/arithmetic_tiny.py --workdir=DIR [--config.x=v]
 
-Configs are locked: a typo such as --config.rl.stpes=10 is an error, not a silent no-op.
+Configs are locked: a typo such as --config.rl.stpes=10 is an error, not a silent no-op. The
+terminal shows a progress bar, a few lines of run info and the summary; library logs (orbax,
+jax, absl INFO) go to DIR/train.log (--verbose_logs shows them on the terminal too).
 """
+
+import logging as py_logging
+from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -13,14 +18,25 @@ from insight_jax.rl import train
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+flags.DEFINE_bool("verbose_logs", False, "Show library INFO logs on the terminal as well.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _route_logs(workdir: str, verbose: bool) -> None:
+    """INFO and above into WORKDIR/train.log; only warnings (or everything) on the terminal."""
+    path = Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    logging.set_verbosity(logging.INFO)
+    handler = py_logging.FileHandler(path / "train.log")
+    handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    py_logging.getLogger().addHandler(handler)
+    logging.get_absl_handler().setLevel(py_logging.INFO if verbose else py_logging.WARNING)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.is_parsed() or FLAGS["verbosity"].using_default_value:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    _route_logs(FLAGS.workdir, FLAGS.verbose_logs)
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     print("\n== summary ==")
     for key, value in summary.items():

@@ -31,6 +31,7 @@ DEFAULT_MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
 # style); tensor: Megatron-style split of heads / mlp / vocab.
 DEFAULT_RULES: LogicalRules = (
     ("batch", ("data", "fsdp")),
+    ("pool", ("data", "fsdp")),  # per-prompt arrays of the selection pool (beliefs, scores)
     ("length", None),
     ("vocab", "tensor"),
     ("embed", "fsdp"),

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from insight_jax.models.tokenizers import Tokenizer, decode_batch, encode_batch
-from insight_jax.rl.rollout import Rollout, sample
+from insight_jax.rl.rollout import Rollout, RolloutEngine
 from insight_jax.tasks.base import Task
 
 
@@ -34,23 +34,19 @@ def rollout_rewards(
 
 
 def evaluate(
-    model: Any,
+    engine: RolloutEngine,
+    model_state: Any,
     tokenizer: Tokenizer,
     task: Task,
     records: Sequence[dict],
     key: jax.Array,
     *,
     prompt_len: int,
-    max_new_tokens: int,
-    num_samples: int,
-    temperature: float,
-    top_p: float,
     batch_multiple: int = 1,
-    mesh=None,
     success_threshold: float = 1.0,
 ) -> dict[str, Any]:
-    """pass@1 on held-out records: the mean over `num_samples` samples per problem of
-    1[reward >= success_threshold], plus the mean reward and the per-problem success counts.
+    """pass@1 on held-out records: the mean over the engine's num_samples samples per problem
+    of 1[reward >= success_threshold], plus the mean reward and the per-problem success counts.
 
     The batch is padded (by repeating the last record) to a multiple of `batch_multiple` so it
     splits evenly over the mesh; padded rows are dropped before averaging.
@@ -59,20 +55,9 @@ def evaluate(
     pad = (-len(records)) % batch_multiple
     padded = records + [records[-1]] * pad
     tokens, lengths = encode_prompts(tokenizer, task, padded, prompt_len)
-    rollout = sample(
-        model,
-        tokens,
-        lengths,
-        key,
-        max_new_tokens=max_new_tokens,
-        num_samples=num_samples,
-        temperature=temperature,
-        top_p=top_p,
-        eos_id=tokenizer.eos_id,
-        pad_id=tokenizer.pad_id,
-        mesh=mesh,
-    )
-    rewards, _ = rollout_rewards(tokenizer, task, padded, rollout, num_samples)
+    rollout = engine.generate(model_state, tokens, lengths, key)
+    k = engine.settings.num_samples
+    rewards, _ = rollout_rewards(tokenizer, task, padded, rollout, k)
     rewards = rewards[: len(records)]
     solved = rewards >= success_threshold
     return {

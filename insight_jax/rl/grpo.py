@@ -7,8 +7,8 @@ docstring and tests/test_grpo.py checks hand-computed values. Shapes:
     rewards [M, K] -> advantages [M, K] -> flattened to [B] (row-major, B = M*K);
     logprobs / old_logprobs / ref_logprobs / entropy / mask: [B, T]  (mask: 1 = real token).
 
-Defaults follow the paper's GRPO settings (METHOD.md): clip 0.2 / 0.28 (clip-higher), token-mean
-loss, entropy coefficient 0.001, no KL, gradient clip 1.0, AdamW(b1=0.9, b2=0.999, wd=0.1).
+The hyper-parameters have no defaults here: a run's values come from its config (one source:
+insight_jax/rl/base_config.py, which also says where they differ from the paper's settings).
 
 Aggregations and KL estimators are registered by name, so a config can swap them for an ablation
 (`get_aggregation`, `get_kl_estimator`).
@@ -31,16 +31,16 @@ KLEstimator = Callable[[jax.Array, jax.Array], jax.Array]
 class GRPOConfig:
     """GRPO hyperparameters. Frozen (hashable), so it can be a static argument of jax.jit."""
 
-    clip_low: float = 0.2  # ratio lower bound 1 - clip_low
-    clip_high: float = 0.28  # ratio upper bound 1 + clip_high (DAPO clip-higher)
-    aggregation: str = "token_mean"  # see AGGREGATIONS
-    kl_coef: float = 0.0  # paper: no KL on Countdown
-    kl_kind: str = "k3"  # see KL_ESTIMATORS
-    entropy_coef: float = 0.001  # loss -= entropy_coef * entropy
-    normalize_std: bool = True  # False = Dr.GRPO (no division by the group std)
-    adv_eps: float = 1e-6  # added to the group std
-    num_minibatches: int = 1  # optimizer steps per PPO epoch (used by the trainer)
-    num_ppo_epochs: int = 1  # passes over the rollout batch (used by the trainer)
+    clip_low: float  # ratio lower bound 1 - clip_low
+    clip_high: float  # ratio upper bound 1 + clip_high (DAPO clip-higher)
+    aggregation: str  # see AGGREGATIONS
+    kl_coef: float  # weight of KL(pi || pi_ref); 0: no reference policy is kept
+    kl_kind: str  # see KL_ESTIMATORS
+    entropy_coef: float  # loss -= entropy_coef * entropy
+    normalize_std: bool  # False = Dr.GRPO (no division by the group std)
+    num_minibatches: int  # optimizer steps per PPO epoch
+    num_ppo_epochs: int  # passes over the rollout batch
+    adv_eps: float = 1e-6  # added to the group std (a numerical guard, not a hyper-parameter)
 
     def __post_init__(self):
         if not (0.0 <= self.clip_low < 1.0 and self.clip_high >= 0.0):
@@ -337,17 +337,19 @@ def make_lr_schedule(
 
 def make_optimizer(
     learning_rate: float,
-    weight_decay: float = 0.1,
+    *,
+    weight_decay: float,
+    grad_clip: float | None,
     b1: float = 0.9,
     b2: float = 0.999,
-    grad_clip: float | None = 1.0,
     warmup_steps: int = 0,
     total_steps: int | None = None,
 ) -> optax.GradientTransformation:
     """clip_by_global_norm(grad_clip) then AdamW(schedule, b1, b2, weight_decay).
 
     Weight decay applies to every parameter, as torch AdamW does in verl (the paper's trainer).
-    grad_clip None or <= 0 disables clipping. Schedule: see make_lr_schedule.
+    grad_clip None or <= 0 disables clipping. Schedule: see make_lr_schedule; its steps count
+    optimizer updates (a GRPO step makes num_ppo_epochs * num_minibatches of them).
     """
     schedule = make_lr_schedule(learning_rate, warmup_steps=warmup_steps, total_steps=total_steps)
     adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)

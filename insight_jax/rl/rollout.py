@@ -22,9 +22,9 @@ mask True); later columns hold ``pad_id`` with mask False and log-prob 0. The de
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -39,10 +39,6 @@ from insight_jax.models.transformer import (
     init_cache,
     logprobs_from_logits,
 )
-
-# Python-side trace counter per sampler kind: tests assert a second call does not re-trace.
-TRACE_COUNTS: collections.Counter[str] = collections.Counter()
-
 
 @struct.dataclass
 class Rollout:
@@ -146,7 +142,7 @@ def select_tokens(
 
 
 @dataclasses.dataclass(frozen=True)
-class _Settings:
+class SamplingSettings:
     """Compile-time sampling settings (hashable: part of the jit cache key)."""
 
     max_new_tokens: int
@@ -165,7 +161,7 @@ def _repeat_prompts(prompt_tokens, prompt_lengths, k):
     return tokens, mask
 
 
-def _generate(first_logits, aux, advance, row_keys, s: _Settings):
+def _generate(first_logits, aux, advance, row_keys, s: SamplingSettings):
     """Draw N tokens. ``advance(aux, t, prev_token, prev_valid) -> (logits [BK, V], aux)``
     feeds token t - 1 to the model and returns the distribution of token t."""
     bk, n = first_logits.shape[0], s.max_new_tokens
@@ -226,7 +222,6 @@ def _rollout(prompts, prompt_mask, tokens, logprobs, mask, done) -> Rollout:
 
 
 def _cached_impl(state, prompt_tokens, prompt_lengths, key, *, graphdef, s, mesh, rules):
-    TRACE_COUNTS["sample"] += 1
     model: Transformer = nnx.merge(graphdef, state)
     k = s.num_samples
     b, p = prompt_tokens.shape
@@ -253,7 +248,6 @@ def _cached_impl(state, prompt_tokens, prompt_lengths, key, *, graphdef, s, mesh
 
 
 def _naive_impl(state, prompt_tokens, prompt_lengths, key, *, graphdef, s, mesh, rules):
-    TRACE_COUNTS["naive_sample"] += 1
     del mesh, rules
     model: Transformer = nnx.merge(graphdef, state)
     prompts, prompt_mask = _repeat_prompts(prompt_tokens, prompt_lengths, s.num_samples)
@@ -295,7 +289,7 @@ def _cache_constraint(config, batch, max_len, mesh, rules):
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted(impl, graphdef, s: _Settings, mesh: Mesh | None, rules):
+def _jitted(impl, graphdef, s: SamplingSettings, mesh: Mesh | None, rules):
     fn = functools.partial(impl, graphdef=graphdef, s=s, mesh=mesh, rules=rules)
     if mesh is None:
         return jax.jit(fn)
@@ -304,12 +298,14 @@ def _jitted(impl, graphdef, s: _Settings, mesh: Mesh | None, rules):
     return jax.jit(fn, in_shardings=(None, data, data, shd.replicated(mesh)), out_shardings=data)
 
 
-def _run(impl, model, prompt_tokens, prompt_lengths, key, *, mesh, rules, **settings):
-    s = _Settings(**settings)
+def _check_settings(s: SamplingSettings) -> None:
     if s.max_new_tokens < 1 or s.num_samples < 1:
-        raise ValueError(f"need max_new_tokens >= 1 and num_samples >= 1, got {settings}")
+        raise ValueError(f"need max_new_tokens >= 1 and num_samples >= 1, got {s}")
     if s.temperature < 0 or not 0 < s.top_p <= 1:
-        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {settings}")
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {s}")
+
+
+def _check_prompts(prompt_tokens, prompt_lengths, mesh, rules) -> None:
     if prompt_tokens.ndim != 2 or prompt_lengths.shape != prompt_tokens.shape[:1]:
         raise ValueError(
             f"prompt_tokens [B, P] and prompt_lengths [B] expected, got "
@@ -322,10 +318,69 @@ def _run(impl, model, prompt_tokens, prompt_lengths, key, *, mesh, rules, **sett
                 f"{prompt_tokens.shape[0]} prompts cannot be split over the batch mesh axes "
                 f"{shd.batch_axes(mesh, rules)} (size {multiple})"
             )
+
+
+def _run(impl, model, prompt_tokens, prompt_lengths, key, *, mesh, rules, **settings):
+    s = SamplingSettings(**settings)
+    _check_settings(s)
+    _check_prompts(prompt_tokens, prompt_lengths, mesh, rules)
     graphdef, state = nnx.split(model)
     rules = tuple(tuple(r) for r in rules)
-    fn = _jitted(impl, graphdef, s, mesh, rules)
-    return fn(state, prompt_tokens, prompt_lengths, key)
+    return _jitted(impl, graphdef, s, mesh, rules)(state, prompt_tokens, prompt_lengths, key)
+
+
+# ----------------------------------------------------------------------------------------------
+# The rollout-engine interface of the trainer
+# ----------------------------------------------------------------------------------------------
+
+
+class RolloutEngine(Protocol):
+    """What the trainer needs from a sampler: K completions per prompt as a `Rollout`.
+
+    An engine is built once per run from (graphdef, settings, mesh, rules), so it can compile
+    and hold whatever it needs; `generate` takes the policy's parameter state (an nnx.State laid
+    out as the learner keeps it), host prompts and a key, and returns device arrays split over
+    the batch axes. Another engine (e.g. continuous batching) plugs in by registering a factory
+    in ROLLOUT_ENGINES under a name that `rl.rollout_engine` can select.
+    """
+
+    settings: SamplingSettings
+
+    def generate(self, model_state, prompt_tokens, prompt_lengths, key: jax.Array) -> Rollout:
+        ...
+
+
+class DenseEngine:
+    """The KV-cache sampler of this module (`sample`) behind the engine interface.
+
+    Every row decodes until all rows are done or max_new_tokens are drawn (a dense loop);
+    prompts are placed on the mesh explicitly, so a call makes no implicit host transfer.
+    """
+
+    def __init__(self, graphdef, settings: SamplingSettings, mesh: Mesh, rules):
+        _check_settings(settings)
+        self.settings = settings
+        self.mesh = mesh
+        self.rules = tuple(tuple(r) for r in rules)
+        self._fn = _jitted(_cached_impl, graphdef, settings, mesh, self.rules)
+        self._data = shd.data_sharding(mesh, self.rules)
+
+    def generate(self, model_state, prompt_tokens, prompt_lengths, key: jax.Array) -> Rollout:
+        _check_prompts(prompt_tokens, prompt_lengths, self.mesh, self.rules)
+        tokens, lengths = jax.device_put((prompt_tokens, prompt_lengths), self._data)
+        return self._fn(model_state, tokens, lengths, key)
+
+
+ROLLOUT_ENGINES = {"dense": DenseEngine}
+
+
+def make_rollout_engine(
+    name: str, graphdef, settings: SamplingSettings, mesh: Mesh, rules
+) -> RolloutEngine:
+    """The registered engine `name` (see ROLLOUT_ENGINES), built once for a run."""
+    if name not in ROLLOUT_ENGINES:
+        raise ValueError(f"unknown rollout engine {name!r}; registered: {sorted(ROLLOUT_ENGINES)}")
+    return ROLLOUT_ENGINES[name](graphdef, settings, mesh, rules)
 
 
 def sample(

@@ -1,8 +1,19 @@
-"""Jitted step functions of the trainer: supervised warm start and the GRPO update.
+"""The jitted functions of a run: TrainState in, TrainState (and metrics) out.
 
-Both are pure functions of (model state, optimizer state, batch, key) -> (new states, metrics),
-built once per run by `make_step_fns` and jitted with explicit in/out shardings (parameters as
-`ShardedModel.shardings` says, batches split over the data axes) and donated states.
+Built once per run by `make_step_fns` with explicit in/out shardings and the state donated:
+
+    select(state)        -> (indices [M], rollout key)       selection over the beliefs
+    draw_uniform(state)  -> (indices [R*M], round keys [R])  DAPO dynamic sampling's draws
+    warm_indices(state)  -> indices [B_w]                    the warm start's batch
+    sft_step(state, b)   -> (state, metrics)                 one supervised step
+    start_rl(state)      -> state                            fresh RL optimizer (+ reference)
+    learn(state, b)      -> (state, metrics)                 THE learner step of RL (below)
+    eval_key(state)      -> key                              held-out evaluation's key
+
+`learn` is one XLA program: group advantages, the GRPO epochs over shuffled minibatches as a
+`lax.scan`, the belief update of every rolled-out prompt, the O(M) rescore of a deterministic
+scorer's cache and the step's metrics. Every key is derived inside from (state.rng, state.step)
+(big_vision's update_fn), so no key crosses from the host.
 """
 
 from __future__ import annotations
@@ -15,36 +26,62 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
+from insight_jax import sharding as shd
 from insight_jax.models.transformer import token_logprobs
-from insight_jax.rl.grpo import GRPOConfig, grpo_objective
+from insight_jax.rl.grpo import GRPOConfig, group_advantages, grpo_objective, minibatch_indices
+from insight_jax.rl.state import TrainState
+from insight_jax.selection import Beliefs, Scorer, Shard, draw_candidates, rescore, select_batch
+
+EVAL_KEY_OFFSET = 1 << 30  # eval keys live apart from step keys: fold_in(key, offset + step)
+
+# The learner batch: "rollout" (a Rollout of M*K rows, split over the batch mesh axes) and
+# these per-prompt fields, replicated (M or R*M rows: tiny).
+PROMPT_FIELDS = ("rewards", "successes", "indices", "seen_indices", "seen_successes", "seen_valid")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """The static settings the jitted functions close over (all from the config)."""
+
+    batch_size: int  # M
+    num_candidates: int  # Mhat
+    num_rollouts: int  # K
+    num_items: int  # N, the RL pool
+    num_train: int  # the warm start's pool
+    warm_batch_size: int
+    dynamic_sampling_rounds: int  # R (0: off)
+    decay: float  # lambda
+    success_threshold: float  # for train_accuracy
+    temperature: float  # of the rollouts, for the log-probs of the ratio
+    grpo: GRPOConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class StepFns:
-    """The compiled step functions of one run."""
+    select: Callable[[TrainState], tuple[jax.Array, jax.Array]]
+    draw_uniform: Callable[[TrainState], tuple[jax.Array, jax.Array]]
+    warm_indices: Callable[[TrainState], jax.Array]
+    sft_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
+    start_rl: Callable[[TrainState], TrainState]
+    learn: Callable[[TrainState, dict], tuple[TrainState, dict]]
+    eval_key: Callable[[TrainState], jax.Array]
 
-    sft_step: Callable[..., Any]  # (state, opt_state, tokens, mask, loss_mask) -> (state, opt, m)
-    grpo_step: Callable[..., Any]  # (state, opt_state, batch, key) -> (state, opt, metrics)
-    init_sft_opt: Callable[..., Any]  # (state) -> opt_state of the warm-start optimizer
-    init_rl_opt: Callable[..., Any]  # (state) -> opt_state of the RL optimizer
+
+# ------------------------------------------------------------------------------- pure pieces
 
 
-def _sft_loss(state, graphdef, tokens, mask, loss_mask):
+def sft_loss(params, graphdef, tokens, mask, loss_mask):
     """Mean NLL of the completion tokens: -sum(loss_mask * log p) / sum(loss_mask)."""
-    model = nnx.merge(graphdef, state)
-    lp = token_logprobs(model, tokens, mask)
-    denom = jnp.maximum(jnp.sum(loss_mask), 1)
-    return -jnp.sum(jnp.where(loss_mask, lp, 0.0)) / denom
+    lp = token_logprobs(nnx.merge(graphdef, params), tokens, mask)
+    return -jnp.sum(jnp.where(loss_mask, lp, 0.0)) / jnp.maximum(jnp.sum(loss_mask), 1)
 
 
-def _grpo_minibatch_loss(state, graphdef, mb, grpo: GRPOConfig, temperature: float):
-    model = nnx.merge(graphdef, state)
+def grpo_minibatch_loss(params, graphdef, mb, grpo: GRPOConfig, temperature: float):
+    """GRPO objective of one minibatch (grpo.grpo_objective) at the current parameters."""
     need_entropy = grpo.entropy_coef != 0.0
     out = token_logprobs(
-        model,
+        nnx.merge(graphdef, params),
         mb["sequences"],
         mb["sequence_mask"],
         temperature=temperature,
@@ -52,88 +89,217 @@ def _grpo_minibatch_loss(state, graphdef, mb, grpo: GRPOConfig, temperature: flo
     )
     lp, ent = out if need_entropy else (out, None)
     return grpo_objective(
-        lp, mb["old_logprobs"], mb["advantages"], mb["loss_mask"], grpo, entropy=ent
+        lp,
+        mb["old_logprobs"],
+        mb["advantages"],
+        mb["loss_mask"],
+        grpo,
+        ref_logprobs=mb.get("ref_logprobs"),
+        entropy=ent,
     )
 
 
-def opt_state_shardings(optimizer, state_shardings, replicated: NamedSharding):
+def masked_belief_update(
+    beliefs: Beliefs, indices, successes, valid, num_rollouts: int, decay: float
+) -> Beliefs:
+    """The conjugate update with forgetting on the rows where `valid` (others untouched):
+
+        alpha[i] <- decay * alpha[i] + (1 - decay) * alpha0 + S_i
+        beta[i]  <- decay * beta[i]  + (1 - decay) * beta0  + (K - S_i)
+
+    Valid indices must be distinct (the host checks them). Invalid rows are routed out of
+    bounds and dropped, so one compiled step serves any number of rolled-out groups up to the
+    padded length (dynamic sampling's rounds).
+    """
+    size = beliefs.alpha.shape[0]
+    safe = jnp.where(valid, indices, 0)
+    s = successes.astype(jnp.float32)
+    a = decay * beliefs.alpha[safe] + (1.0 - decay) * beliefs.alpha0 + s
+    b = decay * beliefs.beta[safe] + (1.0 - decay) * beliefs.beta0 + (num_rollouts - s)
+    target = jnp.where(valid, indices, size)
+    return beliefs.replace(
+        alpha=beliefs.alpha.at[target].set(a, mode="drop"),
+        beta=beliefs.beta.at[target].set(b, mode="drop"),
+    )
+
+
+# ------------------------------------------------------------------------------- builder
+
+
+def opt_state_shardings(optimizer, param_shardings, replicated):
     """Shardings of `optimizer.init(params)`: every sub-tree shaped like the parameters (Adam's
     mu and nu) is laid out like them, everything else (step counters) is replicated."""
-    params_def = jax.tree.structure(state_shardings)
-    abstract_params = jax.tree.map(lambda s: jax.ShapeDtypeStruct((), jnp.float32), state_shardings)
+    params_def = jax.tree.structure(param_shardings)
+    abstract_params = jax.tree.map(lambda s: jax.ShapeDtypeStruct((), jnp.float32), param_shardings)
     abstract = jax.eval_shape(optimizer.init, abstract_params)
 
     def is_params(x):
         return jax.tree.structure(x) == params_def
 
     return jax.tree.map(
-        lambda x: state_shardings if is_params(x) else replicated, abstract, is_leaf=is_params
+        lambda x: param_shardings if is_params(x) else replicated, abstract, is_leaf=is_params
     )
 
 
 def make_step_fns(
     graphdef: nnx.GraphDef,
-    state_shardings: Any,
+    state_shardings: TrainState,
     mesh: jax.sharding.Mesh,
-    batch_axes: tuple[str, ...],
+    rules: shd.LogicalRules,
     sft_optimizer: optax.GradientTransformation,
     rl_optimizer: optax.GradientTransformation,
-    grpo: GRPOConfig,
-    temperature: float,
+    scorer: Scorer,
+    pool_shard: Shard | None,
+    s: StepSettings,
 ) -> StepFns:
-    """Builds the jitted warm-start step, GRPO step and optimizer init for one run."""
-    data = NamedSharding(mesh, P(batch_axes))
-    repl = NamedSharding(mesh, P())
+    """Jits the step functions of one run (module docstring) once, with explicit shardings."""
+    data = shd.data_sharding(mesh, rules)
+    repl = shd.replicated(mesh)
+    grpo = s.grpo
+    st_sh = state_shardings
 
-    # Both optimizers are the same optax chain with other hyper-parameters, so their states
-    # have one structure and one layout (one compiled step, one checkpoint format per phase).
-    opt_sh = opt_state_shardings(sft_optimizer, state_shardings, repl)
+    def apply(optimizer, params, opt_state, grads):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
 
-    def apply(optimizer, state, opt_state, grads):
-        updates, opt_state = optimizer.update(grads, opt_state, state)
-        return optax.apply_updates(state, updates), opt_state
+    def select(state):
+        k_sel, k_roll, _ = jax.random.split(state.key(), 3)
+        cached = state.scores if scorer.deterministic else None
+        idx = select_batch(
+            k_sel,
+            state.beliefs,
+            s.batch_size,
+            s.num_candidates,
+            scorer,
+            scores=cached,
+            shard=pool_shard,
+        )
+        return idx, k_roll
 
-    def sft_step(state, opt_state, tokens, mask, loss_mask):
-        loss, grads = jax.value_and_grad(_sft_loss)(state, graphdef, tokens, mask, loss_mask)
-        state, opt_state = apply(sft_optimizer, state, opt_state, grads)
-        return state, opt_state, {"sft_loss": loss, "grad_norm": optax.tree.norm(grads)}
+    def draw_uniform(state):
+        # One uniform draw without replacement for all rounds: no prompt twice in a step.
+        k_sel, k_roll, _ = jax.random.split(state.key(), 3)
+        rounds = s.dynamic_sampling_rounds
+        drawn = draw_candidates(k_sel, s.num_items, rounds * s.batch_size)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(k_roll, jnp.arange(rounds))
+        return drawn, keys
 
-    def grpo_step(state, opt_state, batch, key):
-        """num_ppo_epochs passes over num_minibatches shuffled minibatches of the rollout."""
-        rows = batch["advantages"].shape[0]
-        size = rows // grpo.num_minibatches
-        metrics = []
-        for epoch in range(grpo.num_ppo_epochs):
-            perm = jax.random.permutation(jax.random.fold_in(key, epoch), rows)
-            for i in range(grpo.num_minibatches):
-                take = perm[i * size : (i + 1) * size]
-                mb = jax.tree.map(lambda x, take=take: x[take], batch)
-                (_, aux), grads = jax.value_and_grad(_grpo_minibatch_loss, has_aux=True)(
-                    state, graphdef, mb, grpo, temperature
+    def warm_indices(state):
+        return jax.random.choice(
+            state.key(), s.num_train, (s.warm_batch_size,), replace=False
+        ).astype(jnp.int32)
+
+    def sft_step(state, batch):
+        loss, grads = jax.value_and_grad(sft_loss)(
+            state.model, graphdef, batch["tokens"], batch["mask"], batch["loss_mask"]
+        )
+        params, opt = apply(sft_optimizer, state.model, state.opt, grads)
+        metrics = {"sft_loss": loss, "grad_norm": optax.tree.norm(grads)}
+        return state.replace(model=params, opt=opt, step=state.step + 1), metrics
+
+    def start_rl(state):
+        # Fresh Adam moments for RL; the reference policy of the KL term is the policy here
+        # (a copy: the state is donated, and one buffer cannot back two leaves).
+        ref = jax.tree.map(jnp.copy, state.model) if grpo.kl_coef > 0 else None
+        return state.replace(opt=rl_optimizer.init(state.model), ref_model=ref)
+
+    def learn(state, batch):
+        _, _, k_upd = jax.random.split(state.key(), 3)
+        rewards = batch["rewards"]  # [M, K]
+        rows = rewards.shape[0] * rewards.shape[1]
+        adv = group_advantages(rewards, normalize_std=grpo.normalize_std, eps=grpo.adv_eps)
+        adv = adv.reshape(-1)
+        ro = batch["rollout"]
+        data_fields = {
+            "sequences": ro.sequences,
+            "sequence_mask": ro.sequence_mask,
+            "old_logprobs": ro.sequence_logprobs,
+            "loss_mask": ro.loss_mask,
+            "advantages": jax.lax.with_sharding_constraint(adv, data),
+        }
+        if grpo.kl_coef > 0:  # the reference's log-probs, once per batch (it never changes)
+            data_fields["ref_logprobs"] = jax.lax.stop_gradient(
+                token_logprobs(
+                    nnx.merge(graphdef, state.ref_model),
+                    ro.sequences,
+                    ro.sequence_mask,
+                    temperature=s.temperature,
                 )
-                state, opt_state = apply(rl_optimizer, state, opt_state, grads)
-                metrics.append({**aux, "grad_norm": optax.tree.norm(grads)})
-        mean = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *metrics)
-        return state, opt_state, mean
+            )
+        perms = jnp.concatenate(
+            [
+                minibatch_indices(jax.random.fold_in(k_upd, epoch), rows, grpo.num_minibatches)
+                for epoch in range(grpo.num_ppo_epochs)
+            ]
+        )  # [epochs * minibatches, rows / minibatches]
 
-    batch_sharding = {
-        k: data for k in ("sequences", "sequence_mask", "old_logprobs", "advantages", "loss_mask")
-    }
-    sft = jax.jit(
-        sft_step,
-        in_shardings=(state_shardings, opt_sh, data, data, data),
-        out_shardings=(state_shardings, opt_sh, repl),
-        donate_argnums=(0, 1),
-    )
-    grpo_jit = jax.jit(
-        grpo_step,
-        in_shardings=(state_shardings, opt_sh, batch_sharding, repl),
-        out_shardings=(state_shardings, opt_sh, repl),
-        donate_argnums=(0, 1),
-    )
+        def minibatch(carry, take):
+            params, opt = carry
+            mb = jax.tree.map(lambda x: x[take], data_fields)
+            (_, aux), grads = jax.value_and_grad(grpo_minibatch_loss, has_aux=True)(
+                params, graphdef, mb, grpo, s.temperature
+            )
+            params, opt = apply(rl_optimizer, params, opt, grads)
+            return (params, opt), {**aux, "grad_norm": optax.tree.norm(grads)}
+
+        (params, opt), per_mb = jax.lax.scan(minibatch, (state.model, state.opt), perms)
+
+        beliefs = state.beliefs
+        idx = batch["indices"]
+        a_sel, b_sel = beliefs.alpha[idx], beliefs.beta[idx]  # before the update
+        beliefs = masked_belief_update(
+            beliefs,
+            batch["seen_indices"],
+            batch["seen_successes"],
+            batch["seen_valid"],
+            s.num_rollouts,
+            s.decay,
+        )
+        scores = state.scores
+        if scorer.deterministic:  # only the rolled-out prompts' scores change: O(M)
+            scores = rescore(scores, beliefs, batch["seen_indices"], scorer, shard=pool_shard)
+
+        constant = jnp.all(rewards == rewards[:, :1], axis=1)
+        metrics = {
+            **jax.tree.map(jnp.mean, per_mb),
+            "reward_mean": jnp.mean(rewards),
+            "train_accuracy": jnp.mean(rewards >= s.success_threshold),
+            "zero_var_frac": jnp.mean(constant),
+            "adv_abs_mean": jnp.mean(jnp.abs(adv)),
+            "adv_std": jnp.std(adv),
+            "sel_mean_phibar": jnp.mean(a_sel / (a_sel + b_sel)),
+            "sel_mean_evidence": jnp.mean(a_sel + b_sel),
+            "sel_success_rate": jnp.mean(batch["successes"]) / s.num_rollouts,
+            "completion_len": jnp.mean(ro.lengths),
+        }
+        new = state.replace(
+            model=params, opt=opt, beliefs=beliefs, scores=scores, step=state.step + 1
+        )
+        return new, metrics
+
+    def eval_key(state):
+        base = jax.random.wrap_key_data(state.rng)
+        return jax.random.fold_in(base, EVAL_KEY_OFFSET + state.step)
+
+    learn_in = {"rollout": data} | {f: repl for f in PROMPT_FIELDS}
+    sft_in = {"tokens": data, "mask": data, "loss_mask": data}
     return StepFns(
-        sft_step=sft,
-        grpo_step=grpo_jit,
-        init_sft_opt=jax.jit(sft_optimizer.init, out_shardings=opt_sh),
-        init_rl_opt=jax.jit(rl_optimizer.init, out_shardings=opt_sh),
+        select=jax.jit(select, in_shardings=(st_sh,), out_shardings=(repl, repl)),
+        draw_uniform=jax.jit(draw_uniform, in_shardings=(st_sh,), out_shardings=(repl, repl)),
+        warm_indices=jax.jit(warm_indices, in_shardings=(st_sh,), out_shardings=repl),
+        sft_step=jax.jit(
+            sft_step,
+            in_shardings=(st_sh, sft_in),
+            out_shardings=(st_sh, repl),
+            donate_argnums=(0,),
+        ),
+        start_rl=jax.jit(start_rl, in_shardings=(st_sh,), out_shardings=st_sh, donate_argnums=0),
+        learn=jax.jit(
+            learn,
+            in_shardings=(st_sh, learn_in),
+            out_shardings=(st_sh, repl),
+            donate_argnums=(0,),
+        ),
+        eval_key=jax.jit(eval_key, in_shardings=(st_sh,), out_shardings=repl),
     )
+

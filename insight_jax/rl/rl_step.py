@@ -1,0 +1,152 @@
+"""One RL step, exactly:
+
+    jit select -> host: fetch + encode prompts -> jit rollout -> host: verify -> jit learn
+
+Only the two host stages touch numpy, and every crossing is explicit (`jax.device_get` of the
+indices and completion tokens, `jax.device_put` of prompts, rewards and successes); the rollout's
+sequences and log-probs stay on the devices between the rollout and the learner. Each phase is
+timed after blocking on its outputs (time_select, time_rollout, time_verify, time_update; the
+belief update and rescore are part of the learner step, so of time_update).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from insight_jax.rl.evaluate import encode_prompts, rollout_rewards
+from insight_jax.rl.rollout import Rollout
+from insight_jax.rl.setup import Components
+from insight_jax.rl.state import TrainState
+from insight_jax import sharding as shd
+from insight_jax.selection import successes_from_rewards, validate_update
+
+
+def _rollout(comps: Components, state: TrainState, indices: np.ndarray, key: jax.Array):
+    records = [comps.pool[int(i)] for i in indices]
+    tokens, lengths = encode_prompts(comps.tokenizer, comps.task, records, comps.prompt_len)
+    return comps.rollout_engine.generate(state.model, tokens, lengths, key), records
+
+
+@jax.jit
+def _gather_groups(parts: list[Rollout], rows: jax.Array) -> Rollout:
+    """The rows `rows` of the rollouts of several rounds, concatenated in round order."""
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs)[rows], *parts)
+
+
+def _successes(comps: Components, rewards: np.ndarray) -> np.ndarray:
+    sel = comps.config.selection
+    return successes_from_rewards(rewards, sel.success_rule, sel.success_threshold)
+
+
+def rl_step(comps: Components, state: TrainState) -> tuple[TrainState, dict[str, float]]:
+    """Runs RL step `state.step`; returns the new state and the step's metrics (host floats)."""
+    if comps.config.selection.dynamic_sampling_rounds:
+        return _dynamic_sampling_step(comps, state)
+    k = comps.config.rl.num_rollouts
+    times = {}
+    t0 = time.perf_counter()
+    idx_dev, k_roll = comps.fns.select(state)
+    idx = jax.device_get(idx_dev)
+    times["time_select"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    rollout, records = _rollout(comps, state, idx, k_roll)
+    rollout = jax.block_until_ready(rollout)
+    times["time_rollout"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    rewards, _ = rollout_rewards(comps.tokenizer, comps.task, records, rollout, k)
+    successes = _successes(comps, rewards)
+    validate_update(comps.num_items, idx, successes, k, comps.config.selection.decay)
+    times["time_verify"] = time.perf_counter() - t0
+
+    batch = {"rollout": rollout} | _prompt_fields(
+        rewards, successes, idx, idx, successes, np.ones(len(idx), bool), comps
+    )
+    return _learn(comps, state, batch, times, rollouts=len(idx) * k, rounds=1)
+
+
+def _prompt_fields(rewards, successes, idx, seen, seen_s, seen_valid, comps: Components):
+    host = {
+        "rewards": rewards.astype(np.float32),
+        "successes": successes.astype(np.float32),
+        "indices": idx.astype(np.int32),
+        "seen_indices": seen.astype(np.int32),
+        "seen_successes": seen_s.astype(np.float32),
+        "seen_valid": seen_valid,
+    }
+    return jax.device_put(host, shd.replicated(comps.mesh))
+
+
+def _learn(comps, state, batch, times, *, rollouts: int, rounds: int):
+    t0 = time.perf_counter()
+    state, metrics = comps.fns.learn(state, batch)
+    metrics = jax.device_get(metrics)
+    jax.block_until_ready(state)
+    times["time_update"] = time.perf_counter() - t0
+    out = {k: float(v) for k, v in metrics.items()}
+    out.update(rollouts=float(rollouts), sampling_rounds=float(rounds), **times)
+    return state, out
+
+
+def mixed_groups(rewards: np.ndarray) -> np.ndarray:
+    """[G, K] -> [G] bool: the group's K rewards are not all equal (DAPO keeps these)."""
+    return np.any(rewards != rewards[:, :1], axis=1)
+
+
+def _dynamic_sampling_step(comps: Components, state: TrainState):
+    """DAPO dynamic sampling: uniform batches of M until M groups have mixed rewards.
+
+    The prompts of all rounds are one uniform draw without replacement (no prompt is rolled out
+    twice in a step). Kept: the first M mixed groups in draw order; if fewer than M after the
+    last round, the batch is filled with uniform (zero-advantage) groups, as DAPO's batch must be
+    full. Beliefs learn from every group rolled out (all rounds); every rollout is counted.
+    """
+    c = comps.config
+    m, k = c.rl.batch_size, c.rl.num_rollouts
+    rounds = c.selection.dynamic_sampling_rounds
+    t0 = time.perf_counter()
+    drawn_dev, keys = comps.fns.draw_uniform(state)
+    drawn = jax.device_get(drawn_dev)
+    parts, rewards_all, mixed = [], [], 0
+    rollout_time = verify_time = 0.0
+    for r in range(rounds):
+        t1 = time.perf_counter()
+        rollout, records = _rollout(comps, state, drawn[r * m : (r + 1) * m], keys[r])
+        rollout = jax.block_until_ready(rollout)
+        t2 = time.perf_counter()
+        rewards, _ = rollout_rewards(comps.tokenizer, comps.task, records, rollout, k)
+        verify_time += time.perf_counter() - t2
+        rollout_time += t2 - t1
+        parts.append(rollout)
+        rewards_all.append(rewards)
+        mixed += int(np.sum(mixed_groups(rewards)))
+        if mixed >= m:
+            break
+    rewards_all = np.concatenate(rewards_all)
+    is_mixed = mixed_groups(rewards_all)
+    # Mixed groups first, then the rest, each in draw order (stable sort).
+    keep = np.argsort(~is_mixed, kind="stable")[:m]
+    rows = jax.device_put((keep[:, None] * k + np.arange(k)[None]).reshape(-1))
+    kept = jax.device_put(_gather_groups(parts, rows), comps.data_sharding)
+    used = len(rewards_all)
+    seen = np.zeros(rounds * m, np.int32)
+    seen[:used] = drawn[:used]
+    seen_s = np.zeros(rounds * m, np.float32)
+    seen_s[:used] = _successes(comps, rewards_all)
+    valid = np.arange(rounds * m) < used
+    validate_update(comps.num_items, seen[:used], seen_s[:used], k, c.selection.decay)
+    times = {
+        "time_select": time.perf_counter() - t0 - rollout_time - verify_time,
+        "time_rollout": rollout_time,
+        "time_verify": verify_time,
+    }
+    kept_rewards = rewards_all[keep]
+    batch = {"rollout": kept} | _prompt_fields(
+        kept_rewards, _successes(comps, kept_rewards), drawn[:used][keep], seen, seen_s, valid, comps
+    )
+    return _learn(comps, state, batch, times, rollouts=used * k, rounds=len(parts))

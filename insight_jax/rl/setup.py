@@ -1,0 +1,216 @@
+"""The components of a run, built once from its config: task, pools, mesh, model, engines, steps.
+
+`build(config, workdir)` returns a frozen `Components`; `initial_state(components)` the step-0
+TrainState, created sharded (nothing is materialised on one device first). Neither holds or
+mutates training state: the loop (train.py) threads TrainState through the step functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from insight_jax import sharding as shd
+from insight_jax.models.tokenizers import CharTokenizer, Tokenizer
+from insight_jax.models.transformer import Transformer, TransformerConfig
+from insight_jax.rl import grpo as grpo_lib
+from insight_jax.rl.rollout import RolloutEngine, SamplingSettings, make_rollout_engine
+from insight_jax.rl.state import TrainState
+from insight_jax.rl.steps import StepFns, StepSettings, make_step_fns, opt_state_shardings
+from insight_jax.selection import Scorer, get_scorer, init_beliefs, init_scores, pool_shard
+from insight_jax.tasks import get_task
+from insight_jax.tasks.base import Task
+from insight_jax.tasks.datasets import build_pool
+
+
+def to_dict(x: Any) -> dict:
+    return x.to_dict() if isinstance(x, ml_collections.ConfigDict) else dict(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Components:
+    """What a run builds once from its config (no training state)."""
+
+    config: ml_collections.ConfigDict
+    workdir: Path
+    tokenizer: Tokenizer
+    task: Task
+    pool: Any  # random access by global index: pool[i] -> record
+    test: list  # held-out records
+    num_items: int  # the RL pool: the first num_items prompts of `pool`
+    prompt_len: int
+    mesh: jax.sharding.Mesh
+    rules: shd.LogicalRules
+    graphdef: nnx.GraphDef
+    state_shardings: TrainState
+    scorer: Scorer
+    rollout_engine: RolloutEngine
+    eval_engine: RolloutEngine
+    fns: StepFns
+    init: Any  # () -> TrainState at step 0 (jitted, born sharded)
+
+    @property
+    def warm_steps(self) -> int:
+        return self.config.warmstart.steps
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.warmstart.steps + self.config.rl.steps
+
+    @property
+    def data_sharding(self) -> jax.sharding.NamedSharding:
+        """[batch, ...] arrays: the leading dimension over the batch mesh axes."""
+        return shd.data_sharding(self.mesh, self.rules)
+
+    @property
+    def batch_multiple(self) -> int:
+        return shd.batch_size_multiple(self.mesh, self.rules)
+
+
+def _optimizers(c: ml_collections.ConfigDict):
+    rl = c.rl
+    opt = dict(weight_decay=rl.weight_decay, grad_clip=rl.grad_clip)
+    # Schedules count optimizer updates: num_ppo_epochs * num_minibatches per RL step.
+    per_step = rl.num_ppo_epochs * rl.num_minibatches
+    total = rl.steps * per_step if rl.lr_schedule == "cosine" else None
+    return (
+        grpo_lib.make_optimizer(c.warmstart.learning_rate, **opt),
+        grpo_lib.make_optimizer(
+            rl.learning_rate, warmup_steps=rl.warmup_steps * per_step, total_steps=total, **opt
+        ),
+    )
+
+
+def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
+    """Builds every component of the run `config` describes (the config is validated already)."""
+    c = config
+    workdir = Path(workdir).resolve()  # orbax needs absolute paths
+    tokenizer = CharTokenizer()
+    task = get_task(c.task.name, **to_dict(c.task.kwargs))
+    pool = build_pool(task, c.task.num_train, c.seed, workdir / "data")
+    num_items = c.task.rl_pool_size or c.task.num_train
+    test = task.generate(c.task.num_test, c.seed, split="test")
+    prompt_len = c.task.max_prompt_len or 1 + max(
+        len(task.prompt(pool[i])) for i in range(len(pool))
+    )
+    rules = tuple(tuple(r) for r in c.mesh.rules)
+    mesh = shd.make_mesh(tuple(c.mesh.shape), tuple(c.mesh.axes))
+    model_config = TransformerConfig.preset(
+        c.model.preset, vocab_size=tokenizer.vocab_size, **to_dict(c.model.overrides)
+    )
+    graphdef, _, model_sh = shd.abstract_sharded_state(
+        Transformer, model_config, mesh, rules
+    )
+    sel, rl = c.selection, c.rl
+    scorer = get_scorer(sel.scorer, num_rollouts=rl.num_rollouts, **to_dict(sel.params[sel.scorer]))
+    grpo = grpo_lib.GRPOConfig(
+        clip_low=rl.clip_low,
+        clip_high=rl.clip_high,
+        aggregation=rl.aggregation,
+        kl_coef=rl.kl_coef,
+        kl_kind=rl.kl_kind,
+        entropy_coef=rl.entropy_coef,
+        normalize_std=rl.normalize_std,
+        num_minibatches=rl.num_minibatches,
+        num_ppo_epochs=rl.num_ppo_epochs,
+    )
+    sft_opt, rl_opt = _optimizers(c)
+    repl = shd.replicated(mesh)
+    pool_sharding = shd.logical_to_sharding(("pool",), mesh, rules)
+
+    def init() -> TrainState:
+        model = nnx.split(Transformer(model_config, rngs=nnx.Rngs(c.seed)))[1]
+        # Padded to a multiple of the shard count; padded slots are never selected.
+        beliefs = init_beliefs(num_items, sel.alpha0, sel.beta0, sharding=pool_sharding)
+        # Stochastic scorers draw fresh scores every step: their cache stays zeros.
+        scores = init_scores(beliefs, scorer) if scorer.deterministic else jnp.zeros_like(beliefs.alpha)
+        first_opt = sft_opt if c.warmstart.steps else rl_opt
+        return TrainState(
+            model=model,
+            opt=first_opt.init(model),
+            beliefs=beliefs,
+            scores=scores,
+            ref_model=jax.tree.map(jnp.copy, model) if grpo.kl_coef > 0 else None,
+            rng=jax.random.key_data(jax.random.key(c.seed)),
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    abstract_state = jax.eval_shape(init)
+    state_sh = jax.tree.map(lambda _: repl, abstract_state)
+    state_sh = state_sh.replace(
+        model=model_sh,
+        opt=opt_state_shardings(sft_opt, model_sh, repl),
+        beliefs=state_sh.beliefs.replace(alpha=pool_sharding, beta=pool_sharding),
+        scores=pool_sharding,
+        ref_model=model_sh if grpo.kl_coef > 0 else None,
+    )
+    shard = pool_shard(
+        jax.ShapeDtypeStruct(abstract_state.scores.shape, jnp.float32, sharding=pool_sharding)
+    )
+    settings = StepSettings(
+        batch_size=rl.batch_size,
+        num_candidates=min(sel.num_candidates, num_items),
+        num_rollouts=rl.num_rollouts,
+        num_items=num_items,
+        num_train=c.task.num_train,
+        warm_batch_size=c.warmstart.batch_size,
+        dynamic_sampling_rounds=sel.dynamic_sampling_rounds,
+        decay=float(sel.decay),
+        success_threshold=float(sel.success_threshold),
+        temperature=float(rl.temperature),
+        grpo=grpo,
+    )
+    fns = make_step_fns(graphdef, state_sh, mesh, rules, sft_opt, rl_opt, scorer, shard, settings)
+    common = dict(eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+    rollout_engine = make_rollout_engine(
+        rl.rollout_engine,
+        graphdef,
+        SamplingSettings(
+            max_new_tokens=rl.max_new_tokens,
+            num_samples=rl.num_rollouts,
+            temperature=rl.temperature,
+            top_p=rl.top_p,
+            **common,
+        ),
+        mesh,
+        rules,
+    )
+    eval_engine = make_rollout_engine(
+        rl.rollout_engine,
+        graphdef,
+        SamplingSettings(
+            max_new_tokens=rl.max_new_tokens,
+            num_samples=c.eval.num_samples,
+            temperature=c.eval.temperature,
+            top_p=c.eval.top_p,
+            **common,
+        ),
+        mesh,
+        rules,
+    )
+    return Components(
+        config=c,
+        workdir=workdir,
+        tokenizer=tokenizer,
+        task=task,
+        pool=pool,
+        test=test,
+        num_items=num_items,
+        prompt_len=prompt_len,
+        mesh=mesh,
+        rules=rules,
+        graphdef=graphdef,
+        state_shardings=state_sh,
+        scorer=scorer,
+        rollout_engine=rollout_engine,
+        eval_engine=eval_engine,
+        fns=fns,
+        init=jax.jit(init, out_shardings=state_sh),
+    )
+

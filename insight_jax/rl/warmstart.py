@@ -1,0 +1,108 @@
+"""The supervised warm start (teacher-forced reference solutions) and its shared cache.
+
+A tiny policy starts RL solving nothing; steps [0, W) train it on the task's reference
+completions of random pool prompts, so RL starts where part of the pool is solvable.
+
+The cache: the warm start is a pure function of seed, task, model, mesh and its own settings,
+so runs that differ only in RL or selection settings (a sweep) can share one warm-started policy
+(`warmstart.cache_dir`). An entry holds only what the warm start determines (model, optimizer,
+key, step); beliefs and scores stay the run's own prior.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from insight_jax.checkpointing import Checkpointer
+from insight_jax.models.tokenizers import encode_batch
+from insight_jax.rl.setup import Components, to_dict
+from insight_jax.rl.state import TrainState, abstract
+
+
+def warm_start_batch(comps: Components, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Tokens, attention mask and loss mask of [prompt | reference completion | EOS] rows."""
+    c, task, tok = comps.config, comps.task, comps.tokenizer
+    records = [comps.pool[int(i)] for i in indices]
+    prompts = [task.prompt(r) for r in records]
+    full = [p + task.reference_completion(r) for p, r in zip(prompts, records, strict=True)]
+    length = comps.prompt_len + c.rl.max_new_tokens
+    tokens, lengths = encode_batch(tok, [f + "\0" for f in full], max_len=length)
+    # The trailing "\0" placeholder becomes EOS: the policy must learn to stop.
+    tokens[:, -1] = np.where(lengths > 0, tok.eos_id, tok.pad_id)
+    mask = np.arange(length)[None] >= (length - lengths)[:, None]
+    completion_len = lengths - np.array([1 + len(p) for p in prompts])
+    # loss_mask[j] covers target j + 1: the completion (incl. EOS) is the last columns.
+    loss_mask = np.arange(length - 1)[None] >= (length - 1 - completion_len)[:, None]
+    return {"tokens": tokens, "mask": mask, "loss_mask": loss_mask}
+
+
+def warm_start_step(comps: Components, state: TrainState) -> tuple[TrainState, dict]:
+    """One supervised step on a random batch of pool prompts; metrics as device arrays."""
+    fns = comps.fns
+    indices = jax.device_get(fns.warm_indices(state))
+    batch = jax.device_put(warm_start_batch(comps, indices), comps.data_sharding)
+    return fns.sft_step(state, batch)
+
+
+# ------------------------------------------------------------------------------------- cache
+
+
+def cache_dir(comps: Components) -> Path | None:
+    """The cache directory of this run's warm-started policy, or None (no cache/warm start).
+
+    Keyed by a hash of every setting the warm start depends on, so a run never picks up a
+    policy trained under different settings.
+    """
+    c = comps.config
+    if not c.warmstart.cache_dir or not comps.warm_steps:
+        return None
+    ws = {k: v for k, v in to_dict(c.warmstart).items() if k != "cache_dir"}
+    key = {
+        "seed": c.seed,
+        "task": {k: v for k, v in to_dict(c.task).items() if k != "rl_pool_size"},
+        "model": to_dict(c.model),
+        "mesh": [list(c.mesh.shape), list(c.mesh.axes), jax.device_count()],
+        "warmstart": ws,
+        "sequence": [comps.prompt_len, c.rl.max_new_tokens],
+        "optimizer": [c.rl.weight_decay, c.rl.grad_clip],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    name = f"{c.task.name}-s{c.seed}-w{comps.warm_steps}-{digest[:12]}"
+    return Path(c.warmstart.cache_dir).resolve() / name
+
+
+def _part(state: TrainState) -> dict:
+    """The leaves the warm start determines (beliefs and scores depend on the RL settings)."""
+    return {"model": state.model, "opt": state.opt, "rng": state.rng, "step": state.step}
+
+
+def load(directory: Path, warm_steps: int, state: TrainState) -> TrainState | None:
+    """`state` with its warm-start leaves replaced by the cached ones, or None (no entry)."""
+    if not (directory / "checkpoints").exists():
+        return None
+    with Checkpointer(directory / "checkpoints", max_to_keep=1) as cache:
+        cached = cache.restore_latest(abstract(_part(state)))
+    if cached is None or cached[0] != warm_steps:
+        return None
+    return state.replace(**cached[1])
+
+
+def save(directory: Path, step: int, state: TrainState) -> None:
+    """Adds the warm-started state to the shared cache (first writer wins; never fatal)."""
+    if (directory / "checkpoints").exists():
+        return
+    tmp = directory.with_name(f"{directory.name}.tmp-{time.time_ns()}")
+    try:
+        with Checkpointer(tmp / "checkpoints", max_to_keep=1) as cache:
+            cache.save(step, _part(state), {"step": step}, force=True)
+        tmp.rename(directory)  # atomic: readers see a whole cache entry or none
+    except OSError as e:  # another run won the race, or the disk is read-only
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"warm-start cache not written ({e})", flush=True)
