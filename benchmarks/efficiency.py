@@ -35,7 +35,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 MAIN_ORDER = ["random", "insight", "mopps", "expected_difficulty", "inverse_evidence", "ds"]
 

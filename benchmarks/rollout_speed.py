@@ -38,8 +38,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from insight_jax.models.transformer import Transformer, TransformerConfig
 from insight_jax.rl import rollout
 

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,17 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs import arithmetic_tiny
+from insight_jax import selection as sel
+from insight_jax.metrics import read_metrics_jsonl
+from insight_jax.rl.train import train_and_evaluate
+from insight_jax.study.report import TIME_KEYS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "configs"))
-sys.path.insert(0, str(ROOT))
-
-import arithmetic_tiny  # noqa: E402
-
-from insight_jax import selection as sel  # noqa: E402
-from insight_jax.metrics import read_metrics_jsonl  # noqa: E402
-from insight_jax.rl.train import train_and_evaluate  # noqa: E402
-from insight_jax.study.report import TIME_KEYS  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -99,7 +94,7 @@ def main():
     phase = {k: float(np.median([r[k] for r in rows])) for k in TIME_KEYS}
     rest = phase["time_rollout"] + phase["time_update"]
     m, k = config.rl.batch_size, config.rl.num_rollouts
-    scorer = sel.get_scorer("insight", num_rollouts=k, **config.selection.params.to_dict())
+    scorer = sel.get_scorer("insight", num_rollouts=k, **config.selection.params.insight)
 
     results = {
         "config": "configs/arithmetic_tiny.py (default)",

@@ -18,19 +18,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from configs.ablations.sweeps_common import METHODS  # the study's methods
+from insight_jax.sim import calibrate, simulate_seeds
+from insight_jax.study import report, stats
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from insight_jax.sim import calibrate, simulate_seeds  # noqa: E402
-from insight_jax.study import report, stats  # noqa: E402
-
-METHODS = ["random", "insight", "mopps", "expected_difficulty", "inverse_evidence", "ds"]
 SCORER_PARAMS = {"insight": (("eta", 3.0), ("mu", 0.3))}
 
 

@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 METHODS = ("random", "insight", "mopps", "expected_difficulty", "inverse_evidence", "ds")
 BELIEF_FREE = ("random", "ds")  # selection ignores the beliefs, so lambda cannot matter

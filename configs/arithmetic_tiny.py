@@ -6,9 +6,12 @@ Runs in a few minutes on a laptop CPU:
 
   python -m insight_jax.main --config=configs/arithmetic_tiny.py --workdir=workdirs/arithmetic_tiny
 
-Argument (after a colon, comma-separated): a method, i.e. a scorer name or `ds` (DAPO dynamic
-sampling), e.g. `--config=configs/arithmetic_tiny.py:mopps`, and/or `smoke` for the
-seconds-long variant the tests run. Shared fields and their meaning: insight_jax/rl/base_config.py.
+Argument (after a colon): comma-separated `key=value` parts, `method` (a scorer name or `ds`,
+DAPO dynamic sampling; default insight) and `smoke` (true: the seconds-long variant the tests
+run), with the short forms `:mopps` and `:smoke`, e.g. `--config=configs/arithmetic_tiny.py:mopps`,
+`:smoke,ds` or `:method=mopps,smoke=true`. Any other part is an error. A scorer's parameters are
+under selection.params.<scorer> (e.g. `--config.selection.params.insight.mu=0.1`).
+Shared fields and their meaning: insight_jax/rl/base_config.py.
 Sweeps over this config: configs/ablations/arithmetic_tiny.py.
 """
 

@@ -17,14 +17,11 @@ Sweeps over this config: configs/ablations/countdown_small.py.
 
 import ml_collections
 
+from configs import countdown_tiny
 from insight_jax.rl.base_config import apply_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    # Imported here, not at the top: config files are loaded by path, and a sibling module is
-    # only importable once the repository root is on sys.path (it is, when this runs).
-    from configs import countdown_tiny
-
     c = countdown_tiny.get_config()
     c.model.overrides = dict(
         num_layers=4, embed_dim=256, mlp_dim=768, num_heads=8, num_kv_heads=4, head_dim=32

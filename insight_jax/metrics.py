@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+
+from insight_jax.workdir import write_text_atomic
 
 Scalar = int | float
 
@@ -191,29 +194,93 @@ class DeferredWriter:
 def read_metrics_jsonl(path: str | os.PathLike, *, merge_steps: bool = True) -> list[dict]:
     """Records of a metrics.jsonl file.
 
-    A truncated or corrupt line (a run killed mid-write) is skipped. With merge_steps, records of
+    A line that is not a JSON record with a "step" (a torn last line from a run killed
+    mid-write) is skipped with a warning naming its line number. With merge_steps, records of
     the same step are merged into one (later keys win: a resumed run overwrites the steps it
     re-ran; separate train/eval writes of one step are combined) and sorted by step; otherwise
     the records come back in file order.
     """
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "step" in rec:
-                records.append(rec)
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    records, bad = [], []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        rec = _parse_record(raw)
+        if rec is None:
+            bad.append(number)
+        else:
+            records.append(rec)
+    if bad:
+        warnings.warn(f"{os.fspath(path)}: skipped unreadable line(s) {bad}", stacklevel=2)
     if not merge_steps:
         return records
     merged: dict[int, dict] = {}
     for rec in records:
-        merged.setdefault(int(rec["step"]), {}).update(rec)
+        merged.setdefault(rec["step"], {}).update(rec)
     return [merged[s] for s in sorted(merged)]
+
+
+def repair_metrics(path: str | os.PathLike, last_step: int | None) -> int:
+    """Make metrics.jsonl match a run restored at `last_step`; returns the number of lines dropped.
+
+    Dropped: unreadable lines (a torn last line from a kill -9 mid-write, with no newline or
+    invalid JSON), records with step > last_step (written after the checkpoint being restored;
+    the deterministic replay writes them again, so each step then appears once), and, with
+    last_step None (the run starts from scratch), every record. The kept lines are written back
+    byte for byte through a temporary file and os.replace, so a kill -9 during the repair leaves
+    the old file or the repaired one. A missing file is left missing.
+
+    Call it before a MetricWriter opens the file: a writer opened earlier keeps appending to the
+    replaced file, whose records are then lost.
+    """
+    path = os.fspath(path)
+    if last_step is not None and (isinstance(last_step, bool) or not isinstance(last_step, int)):
+        raise TypeError(f"last_step must be an int step or None, got {last_step!r}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    lines = data.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]  # tail: text after the last newline, a torn write
+    keep, torn, late = [], [], 0
+    for number, raw in enumerate(complete, start=1):
+        if not raw.strip():
+            continue
+        rec = _parse_record(raw)
+        if rec is None:
+            torn.append(number)
+        elif last_step is None or rec["step"] > last_step:
+            late += 1
+        else:
+            keep.append(raw)
+    if tail.strip():
+        torn.append(len(lines))
+    if torn:
+        warnings.warn(f"{path}: removed unreadable line(s) {torn}", stacklevel=2)
+    dropped = late + len(torn)
+    if dropped == 0:
+        return 0  # already clean: leave the file untouched
+    write_text_atomic(path, b"".join(raw + b"\n" for raw in keep).decode("utf-8"))
+    return dropped
+
+
+def _parse_record(raw: bytes) -> dict | None:
+    """The record of one metrics.jsonl line, its "step" an int; None if it is not one."""
+    try:
+        rec = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(rec, dict) or "step" not in rec:
+        return None
+    step = rec["step"]
+    if isinstance(step, bool) or not isinstance(step, int | float):
+        return None
+    if isinstance(step, float) and not (math.isfinite(step) and step.is_integer()):
+        return None
+    rec["step"] = int(step)
+    return rec
 
 
 def plot_learning_curves(

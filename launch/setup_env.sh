@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) and installs the pinned requirements into it.
+# Creates .venv (if missing), installs the pinned requirements into it, then the project itself
+# (editable), so `insight_jax` and `configs` import from anywhere without sys.path edits.
 # Usage: source launch/setup_env.sh [requirements-file]   (default: requirements.txt)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,3 +12,4 @@ if [ ! -x "$ROOT/.venv/bin/python" ]; then
 fi
 # pip skips what is already installed at the pinned version, so re-running is cheap.
 "$ROOT/.venv/bin/pip" install -q -r "$ROOT/$REQ"
+"$ROOT/.venv/bin/pip" install -q -e "$ROOT" --no-deps

@@ -1,15 +1,17 @@
 """Expands a sweep declared next to a config and runs (or prints) its rows; resumable.
 
 A sweep file (configs/ablations/<config>.py) names its base config and declares rows with
-`get_hyper(h, name)`, big_vision-style::
+`get_hyper(h, name)`, big_vision-style; shared pieces are imported from the installed configs
+package (`from configs.ablations import sweeps_common`; launch/setup_env.sh installs it)::
 
     CONFIG = "configs/countdown_tiny.py"
 
     def get_hyper(h, name="main"):
         return h.product([h.sweep("config.seed", [1, 2, 3]), h.sweep("arg", ["random", "insight"])])
 
-A row is a dict: "arg" is the config-file argument (a method name, e.g. "insight" or "ds"), every
-"config.X" key is a --config.X override. Each row becomes one command
+A row is a dict: "arg" is the config-file argument (e.g. a method name, "insight" or "ds"),
+every "config.X" key is a --config.X override (e.g. "config.selection.params.insight.mu").
+Each row becomes one command
 
     python -m insight_jax.main --config=<CONFIG>:<arg> --config.X=V ... \\
         --workdir=<root>/<sweep file>/<name>/<row>
@@ -88,12 +90,8 @@ def load_sweep(spec: str) -> tuple[str, str, list[tuple[str, Row]]]:
     if module_spec is None or not Path(path).is_file():
         raise FileNotFoundError(f"no sweep file at {path}")
     module = importlib.util.module_from_spec(module_spec)
-    sys.path.insert(0, str(Path(path).parent))  # sweep files may share a helper module
-    try:
-        module_spec.loader.exec_module(module)
-        rows = module.get_hyper(Hyper(), name)
-    finally:
-        sys.path.pop(0)
+    module_spec.loader.exec_module(module)  # shared helpers come from the configs package
+    rows = module.get_hyper(Hyper(), name)
     if not rows:
         raise ValueError(f"sweep {spec} declares no rows")
     keys = varying_keys(rows)
@@ -147,7 +145,6 @@ def _env(root: Path) -> dict[str, str]:
         JAX_COMPILATION_CACHE_DIR=str((root / "jax_cache").resolve()),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
     )
 
 

@@ -1,11 +1,16 @@
-"""Checkpointer: sharded round trip, metadata, NaN refusal, retention, atomicity, durability."""
+"""Checkpointer: sharded round trip, metadata, NaN refusal, retention, atomicity, durability,
+checksums (damaged steps are detected, moved aside and the next-newest intact step restored)."""
 
+import hashlib
+import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +20,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from insight_jax import checkpointing
-from insight_jax.checkpointing import Checkpointer
+from insight_jax.checkpointing import Checkpointer, CheckpointError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -183,7 +188,254 @@ def test_checkpoint_survives_kill_right_after_save(tmp_path):
         "w": jax.ShapeDtypeStruct((4,), jnp.float32, sharding=one_device),
         "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=one_device),
     }
+    assert checkpointing.checksum_problems(tmp_path / "3") == []  # the manifest is durable too
     with Checkpointer(tmp_path) as ckpt:
         step, state, meta = ckpt.restore_latest(abstract)
     assert (step, meta, int(state["step"])) == (3, {"pos": 99}, 3)
     np.testing.assert_array_equal(state["w"], np.arange(4.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checksums: fault injection on the newest step.
+
+
+def big_state(mesh, seed):
+    """(state, numpy reference of it). The 128x128 float32 embedding (64 KiB, sharded) is big
+    enough that OCDBT writes it to a data file of its own (small arrays are inlined in its
+    b-tree, which has its own CRC); orbax's data files carry no checksum, so a flipped byte
+    there restores silently without ours."""
+    rng = np.random.default_rng(seed)
+    ref = {
+        "emb": rng.standard_normal((128, 128)).astype(np.float32),
+        "bias": rng.standard_normal(8).astype(np.float32),
+        "step": np.int32(seed),
+    }
+    state = {
+        "emb": jax.device_put(ref["emb"], NamedSharding(mesh, P("data", "model"))),
+        "bias": jnp.asarray(ref["bias"]),
+        "step": jnp.int32(seed),
+    }
+    return state, ref
+
+
+def assert_restored(restored, ref, seed):
+    assert set(restored) == set(ref)
+    for k, want in ref.items():
+        np.testing.assert_array_equal(np.asarray(restored[k]), want, err_msg=f"{k}, seed {seed}")
+    assert restored["emb"].sharding.spec == P("data", "model")
+
+
+def save_steps(directory, mesh, steps):
+    with Checkpointer(directory) as ckpt:
+        for step in steps:
+            assert ckpt.save(step, big_state(mesh, step)[0], {"pos": step})
+
+
+def data_file(step_dir):
+    """The largest file under state/: the OCDBT data file holding the embedding."""
+    files = [os.path.join(r, f) for r, _, fs in os.walk(step_dir / "state") for f in fs]
+    path = max(files, key=os.path.getsize)
+    assert os.path.getsize(path) > 32 * 1024, (path, os.path.getsize(path))
+    return path
+
+
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def flip_bytes(step_dir):
+    path = data_file(step_dir)
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        mid = len(data) // 2
+        data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
+        f.seek(0)
+        f.write(data)
+
+
+DAMAGES = {
+    # name: (damage(step_dir), a words the report must contain)
+    "flip_64_data_bytes": (flip_bytes, "another sha256"),
+    "truncate_data_file": (lambda d: truncate(data_file(d)), "bytes"),
+    "tear_metadata_json": (lambda d: truncate(d / "metadata" / "metadata"), "metadata/metadata"),
+    "delete_state_dir": (lambda d: shutil.rmtree(d / "state"), "state/_METADATA is missing"),
+    "delete_manifest": (lambda d: os.remove(d / "checksums.json"), "no checksums.json"),
+    "tear_manifest": (lambda d: truncate(d / "checksums.json"), "checksums.json is unreadable"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_newest_step_is_moved_aside_and_previous_restored(tmp_path, mesh, damage, caplog):
+    save_steps(tmp_path, mesh, [1, 2])
+    damage_fn, reported = DAMAGES[damage]
+    damage_fn(tmp_path / "2")
+    state1, ref1 = big_state(mesh, 1)
+    with caplog.at_level(logging.WARNING, logger=checkpointing.__name__):
+        with Checkpointer(tmp_path) as ckpt:
+            step, restored, meta = ckpt.restore_latest(abstract_of(state1))
+            assert (step, meta) == (1, {"pos": 1}), damage
+            assert_restored(restored, ref1, seed=1)
+            assert [d.step for d in ckpt.damaged] == [2]
+            assert reported in ckpt.damaged[0].message, ckpt.damaged[0].message
+            assert ckpt.damaged[0].moved_to == str(tmp_path / "2.damaged")
+            assert ckpt.all_steps() == [1]
+            # The trainer replays from step 1 and saves step 2 again.
+            state2, ref2 = big_state(mesh, 2)
+            assert ckpt.save(2, state2, {"pos": 2})
+    assert any("step 2" in r.getMessage() and reported in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "2.damaged").is_dir() and (tmp_path / "2").is_dir()
+    with Checkpointer(tmp_path) as ckpt:
+        step, restored, meta = ckpt.restore_latest(abstract_of(state2))
+        assert ckpt.damaged == []
+    assert (step, meta) == (2, {"pos": 2})
+    assert_restored(restored, ref2, seed=2)
+
+
+def test_manifest_lists_every_file_with_size_and_sha256(tmp_path, mesh):
+    save_steps(tmp_path, mesh, [1])
+    step_dir = tmp_path / "1"
+    manifest = json.loads((step_dir / "checksums.json").read_text())
+    want = {}
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, step_dir).replace(os.sep, "/")
+            if rel != "checksums.json":
+                with open(path, "rb") as f:
+                    want[rel] = {
+                        "size": os.path.getsize(path),
+                        "sha256": hashlib.sha256(f.read()).hexdigest(),
+                    }
+    assert manifest["files"] == want
+    assert {"commit_success.txt", "metadata/metadata", "state/_METADATA"} <= set(want)
+    assert checkpointing.checksum_problems(step_dir) == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax
+def test_step_whose_restore_raises_is_moved_aside(tmp_path, mesh):
+    # A step saved broken (its manifest matches the broken files): orbax's restore raises.
+    save_steps(tmp_path, mesh, [1, 2])
+    truncate(tmp_path / "2" / "state" / "_METADATA")
+    checkpointing.write_manifest(tmp_path / "2")
+    state1, ref1 = big_state(mesh, 1)
+    with Checkpointer(tmp_path) as ckpt:
+        step, restored, _ = ckpt.restore_latest(abstract_of(state1))
+        assert step == 1
+        assert [d.step for d in ckpt.damaged] == [2]
+        assert "restore failed" in ckpt.damaged[0].message
+    assert_restored(restored, ref1, seed=1)
+
+
+def test_every_step_damaged_is_a_clear_error_and_moves_nothing(tmp_path, mesh):
+    save_steps(tmp_path, mesh, [1, 2])
+    flip_bytes(tmp_path / "2")
+    shutil.rmtree(tmp_path / "1" / "state")
+    abstract = abstract_of(big_state(mesh, 1)[0])
+    for _ in range(2):  # the same error on every rerun, until the user acts
+        with Checkpointer(tmp_path) as ckpt:
+            with pytest.raises(CheckpointError) as e:
+                ckpt.restore_latest(abstract)
+        msg = str(e.value)
+        assert str(tmp_path) in msg and "start fresh" in msg, msg
+        assert "step 2: state/" in msg and "another sha256" in msg, msg
+        assert "step 1: " in msg and "is missing" in msg, msg
+        assert isinstance(e.value, RuntimeError)
+        assert (tmp_path / "1").is_dir() and (tmp_path / "2").is_dir()
+        assert not any(p.endswith(".damaged") for p in os.listdir(tmp_path))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax
+def test_wrong_abstract_state_moves_nothing(tmp_path, mesh):
+    # Intact steps that the caller's abstract state does not fit are not damaged.
+    save_steps(tmp_path, mesh, [1, 2])
+    abstract = abstract_of(big_state(mesh, 1)[0])
+    abstract["emb"] = jax.ShapeDtypeStruct((4, 4), jnp.float32, sharding=abstract["emb"].sharding)
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(CheckpointError, match="restore failed") as e:
+            ckpt.restore_latest(abstract)
+        assert "check that abstract_state matches" in str(e.value), str(e.value)
+        assert e.value.__cause__ is not None
+        assert ckpt.all_steps() == [1, 2]
+    assert sorted(p for p in os.listdir(tmp_path) if p[0].isdigit()) == ["1", "2"]
+
+
+def test_restore_of_a_damaged_step_raises(tmp_path, mesh):
+    save_steps(tmp_path, mesh, [1])
+    truncate(data_file(tmp_path / "1"))
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(CheckpointError, match=r"step 1 .* is damaged: state/.*bytes"):
+            ckpt.restore(1, abstract_of(big_state(mesh, 1)[0]))
+    assert (tmp_path / "1").is_dir()
+
+
+def test_kill_before_the_manifest_resumes_from_the_previous_step(tmp_path):
+    # Killed after orbax committed step 2 but before its manifest: step 2 is not trusted.
+    child = textwrap.dedent(
+        f"""
+        import os, signal
+        import jax.numpy as jnp
+        from insight_jax import checkpointing
+        ckpt = checkpointing.Checkpointer({str(tmp_path)!r})
+        ckpt.save(1, {{"w": jnp.arange(4.0)}}, {{"pos": 1}})
+        checkpointing.write_manifest = lambda d: os.kill(os.getpid(), signal.SIGKILL)
+        ckpt.save(2, {{"w": jnp.arange(4.0) * 2}}, {{"pos": 2}})
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    proc = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert (tmp_path / "2" / checkpointing.COMMIT_MARKER).exists()
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = {"w": jax.ShapeDtypeStruct((4,), jnp.float32, sharding=one_device)}
+    with Checkpointer(tmp_path) as ckpt:
+        step, state, meta = ckpt.restore_latest(abstract)
+        assert (step, meta) == (1, {"pos": 1})
+        assert [d.step for d in ckpt.damaged] == [2]
+        assert "no checksums.json" in ckpt.damaged[0].message
+        assert ckpt.save(2, {"w": jnp.arange(4.0) * 2}, {"pos": 2})
+    np.testing.assert_array_equal(state["w"], np.arange(4.0))
+    with Checkpointer(tmp_path) as ckpt:
+        step, state, meta = ckpt.restore_latest(abstract)
+    assert (step, meta) == (2, {"pos": 2})
+    np.testing.assert_array_equal(state["w"], np.arange(4.0) * 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kill_at_a_random_moment_of_saving_resumes_exactly(tmp_path, seed):
+    # The child saves steps 1, 2, ... (values = step) until the parent SIGKILLs it at a random
+    # moment, most likely inside a save. Whatever it hit, the restore is an exact saved step.
+    ckpt_dir, ready = tmp_path / "ckpt", tmp_path / "ready"
+    child = textwrap.dedent(
+        f"""
+        import itertools, pathlib
+        import jax.numpy as jnp
+        from insight_jax.checkpointing import Checkpointer
+        ckpt = Checkpointer({str(ckpt_dir)!r}, max_to_keep=2)
+        for step in itertools.count(1):
+            ckpt.save(step, {{"w": jnp.full((512, 512), float(step))}}, {{"pos": step}})
+            pathlib.Path({str(ready)!r}).touch()
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    delay = np.random.default_rng(seed).uniform(0.0, 0.5)
+    proc = subprocess.Popen([sys.executable, "-c", child], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ready.exists(), f"child made no first save: {proc.stderr.read()[-2000:]!r}"
+        time.sleep(delay)
+        assert proc.poll() is None, "the child stopped saving before the kill"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = {"w": jax.ShapeDtypeStruct((512, 512), jnp.float32, sharding=one_device)}
+    with Checkpointer(ckpt_dir, max_to_keep=2) as ckpt:
+        step, state, meta = ckpt.restore_latest(abstract)
+        msg = f"seed {seed}, delay {delay:.3f}s, restored step {step}, damaged {ckpt.damaged}"
+        assert step >= 1 and meta == {"pos": step}, msg
+        np.testing.assert_array_equal(np.asarray(state["w"]), np.full((512, 512), step), msg)
+        assert all(d.step > step for d in ckpt.damaged), msg
+        assert ckpt.save(step + 1, {"w": jnp.full((512, 512), step + 1.0)}, {"pos": step + 1})

@@ -1,20 +1,20 @@
-"""Arithmetic task: generation by level, reference answers, the binary reward, answer_match."""
+"""Arithmetic task: generation by level, reference answers, the binary reward."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import statistics
 import time
 from collections import Counter
-from fractions import Fraction
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from insight_jax.tasks import get_task
-from insight_jax.tasks.arithmetic import ArithmeticTask, answer_match, parse_int, parse_number
+from insight_jax.tasks.arithmetic import ArithmeticTask, parse_int
 from insight_jax.tasks.base import RecordError
 
 MAX_SECONDS_PER_CALL = 0.05
@@ -146,30 +146,6 @@ def test_parse_helpers():
     assert parse_int(" -12 ") == -12 and parse_int("1" * 64) == int("1" * 64)
     for bad in [None, 12, "", "1" * 65, "1.0", "1,000", "--1", "0x1", "1e3", "²"]:
         assert parse_int(bad) is None, bad
-    assert parse_number("1,234.50") == Fraction(246_9, 2)
-    assert parse_number("-6 / 8") == Fraction(-3, 4)
-    assert parse_number(".5") == Fraction(1, 2)
-    for bad in ["1/0", "", ".", "+", "1,23", "12,3456", "1.2.3", "inf", "nan", "1e3", "½", None]:
-        assert parse_number(bad) is None, bad
-
-
-@pytest.mark.parametrize(
-    ("prediction", "gold", "expected"),
-    [
-        ("0.5", "1/2", True),
-        ("1,234", "1234", True),
-        ("12.00", "12", True),
-        ("-3/4", "-0.75", True),
-        ("12", "13", False),
-        ("twelve", "12", False),
-        ("\\pi", " \\pi ", True),
-        ("1/0", "1/0", True),  # not numbers: compared as text
-        ("", "0", False),
-        (None, "1", False),
-    ],
-)
-def test_answer_match(prediction, gold, expected):
-    assert answer_match(prediction, gold) is expected
 
 
 def test_validate_record_names_the_field(task):
@@ -200,27 +176,56 @@ def _timed(fn, *args):
     return out
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _reference_reward(completion: str) -> float:
+    """Independent reward for R (answer 82): brute-force last complete tag, then a regex."""
+    found = None
+    for i in range(len(completion)):
+        if completion.startswith("<answer>", i):
+            j = completion.find("</answer>", i + 8)
+            if j >= 0:
+                found = completion[i + 8 : j]
+    if found is None or len(found) > 128:  # MAX_ANSWER_CHARS, on the raw content
+        return 0.0
+    number = re.fullmatch(r"\s*(\+?0*82)\s*", found)
+    return 1.0 if number and len(number.group(1)) <= 64 else 0.0  # MAX_NUMBER_CHARS
+
+
+@settings(
+    max_examples=2000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(text=st.text(max_size=300))
 def test_fuzz_arbitrary_text(task, text):
-    for completion in (text, f"<answer>{text}</answer>"):
-        assert _timed(task.verify, completion, R) in (0.0, 1.0)
-    assert isinstance(_timed(answer_match, text, "82"), bool)
-    assert isinstance(_timed(answer_match, text, text), bool)
+    for completion in (text, f"<answer>{text}</answer>", f"<answer>{text}82</answer>"):
+        assert _timed(task.verify, completion, R) == _reference_reward(completion), completion
+
+
+_PIECES = st.sampled_from(["<answer>", "</answer>", "82", "8", "+", "0", " ", "\n", "x", "<"])
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True)
+@given(parts=st.lists(_PIECES, max_size=60))
+def test_fuzz_tag_soup(task, parts):
+    completion = "".join(parts)
+    assert task.verify(completion, R) == _reference_reward(completion), completion
 
 
 @pytest.mark.parametrize(
-    "completion",
+    ("completion", "expected"),
     [
-        "<answer>" + "9" * 100_000 + "</answer>",
-        "<answer>" + "1" * 60 + "</answer>",
-        "<answer>" * 100_000,
-        "<answer>" * 50_000 + "82" + "</answer>" * 50_000,
-        "\x00" * 1_000_000,
-        "<answer>" + "-" * 5000 + "82</answer>",
-        "x" * 5_000_000 + "<answer>82</answer>",
+        ("<answer>" + "9" * 100_000 + "</answer>", 0.0),
+        ("<answer>" + "1" * 60 + "</answer>", 0.0),
+        ("<answer>" * 100_000, 0.0),
+        ("<answer>" * 50_000 + "82" + "</answer>" * 50_000, 1.0),
+        ("\x00" * 1_000_000, 0.0),
+        ("<answer>" + "-" * 5000 + "82</answer>", 0.0),
+        ("<answer>" + " " * 5000 + "82</answer>", 0.0),  # content over 128 characters
+        ("x" * 5_000_000 + "<answer>82</answer>", 1.0),
+        # A correct answer followed by megabytes of garbage still scores.
+        ("<answer>82</answer>" + "x" * 5_000_000, 1.0),
+        ("<answer>82</answer>" + "<answer>" * 200_000, 1.0),
+        ("<answer>82</answer>" + "</answer>" * 200_000, 1.0),
+        ("<answer>82</answer>" + "<answer>81</answer>" + "y" * 1_000_000, 0.0),
     ],
 )
-def test_adversarial_inputs(task, completion):
-    assert _timed(task.verify, completion, R) in (0.0, 1.0)
-    assert isinstance(_timed(answer_match, completion[-10_000:], "1/2"), bool)
+def test_adversarial_inputs(task, completion, expected):
+    assert _timed(task.verify, completion, R) == expected

@@ -209,8 +209,11 @@ def test_depth_and_length_bounds(task):
     ones_65 = {"index": 0, "nums": [1] * 65, "target": 65}
     assert task.verify(f"<answer>{long_ok}</answer>", ones_64) == 1.0
     assert task.verify(f"<answer>{long_ok}+1</answer>", ones_65) == 0.0  # content over 128 chars
-    # Only the tail of a long completion is scanned; an answer at the end is found.
+    assert task.verify(f"<answer> {long_ok} </answer>", ones_64) == 0.0  # 129 with the spaces
+    # The whole completion is searched: an answer anywhere in a long completion is found.
     assert task.verify("x" * 1_000_000 + "<answer>(3+5)*2</answer>", R) == 1.0
+    assert task.verify("<answer>(3+5)*2</answer>" + "x" * 1_000_000, R) == 1.0
+    assert task.verify("x" * 5000 + "<answer>(3+5)*2</answer>" + "y" * 5000, R) == 1.0
 
 
 def test_parse_expression_values_and_literals():
@@ -267,14 +270,18 @@ def _timed_verify(task, completion, record):
 _EXPRESSION_CHARS = st.sampled_from([*"0123456789+-*/() ", "<answer>", "</answer>"])
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=2000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(text=st.text(max_size=300))
 def test_fuzz_arbitrary_text(task, text):
     _timed_verify(task, text, R)
     _timed_verify(task, f"<answer>{text}</answer>", R)
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=2000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(parts=st.lists(_EXPRESSION_CHARS, max_size=80))
 def test_fuzz_expression_alphabet(task, parts):
     text = "".join(parts)
@@ -282,34 +289,43 @@ def test_fuzz_expression_alphabet(task, parts):
     _timed_verify(task, f"<answer>{text}</answer>", R)
 
 
+# (completion, the exact reward for R = 3 5 2 -> 16). Contents over 128 characters are malformed.
 _ADVERSARIAL = [
-    "(" * 10_000,
-    "<answer>" + "(" * 10_000 + "</answer>",
-    "<answer>" + "(" * 100 + "1" + ")" * 100 + "</answer>",
-    "<answer>" + "9" * 10_000 + "</answer>",
-    "<answer>" + "9" * 120 + "</answer>",
-    "<answer>" + "1*" * 5000 + "1</answer>",
-    "<answer>" + "999999*" * 18 + "9</answer>",
-    "<answer>" + "1/" * 63 + "1</answer>",
-    "<answer>" + "999999/" * 18 + "7</answer>",
-    "<answer>" * 100_000,
-    "</answer>" * 100_000,
-    "<answer>" * 50_000 + "1" + "</answer>" * 50_000,
-    "<answer><answer>3</answer>(3+5)*2</answer>",
-    "<answer>\x00(3+5)*2</answer>",
-    "<answer>(3+5)*2\x00</answer>",
-    "\x00" * 100_000,
-    "<answer>٣+٥*٢</answer>",
-    "<answer>" + "😀" * 1000 + "</answer>",
-    "<answer>" + " " * 5000 + "</answer>",
-    "<answer>" + "((1+1)*" * 20 + "1" + ")" * 20 + "</answer>",
-    "x" * 5_000_000,
+    ("(" * 10_000, 0.0),
+    ("<answer>" + "(" * 10_000 + "</answer>", 0.0),
+    ("<answer>" + "(" * 100 + "1" + ")" * 100 + "</answer>", 0.0),  # 201 characters
+    ("<answer>" + "9" * 10_000 + "</answer>", 0.0),
+    ("<answer>" + "9" * 120 + "</answer>", 0.0),  # a literal over 6 digits
+    ("<answer>" + "1*" * 5000 + "1</answer>", 0.0),
+    ("<answer>" + "999999*" * 18 + "9</answer>", 0.1),  # 127 characters, well-formed, wrong
+    ("<answer>" + "1/" * 63 + "1</answer>", 0.1),
+    ("<answer>" + "999999/" * 18 + "7</answer>", 0.1),
+    ("<answer>" * 100_000, 0.0),
+    ("</answer>" * 100_000, 0.0),
+    ("<answer>" * 50_000 + "1" + "</answer>" * 50_000, 0.1),
+    ("<answer><answer>3</answer>(3+5)*2</answer>", 0.1),  # the last opened tag holds "3"
+    ("<answer>\x00(3+5)*2</answer>", 0.0),
+    ("<answer>(3+5)*2\x00</answer>", 0.0),
+    ("\x00" * 100_000, 0.0),
+    ("<answer>٣+٥*٢</answer>", 0.0),
+    ("<answer>" + "😀" * 1000 + "</answer>", 0.0),
+    ("<answer>" + " " * 5000 + "</answer>", 0.0),
+    ("<answer>" + "((1+1)*" * 20 + "1" + ")" * 20 + "</answer>", 0.0),  # 161 characters
+    ("x" * 5_000_000, 0.0),
+    # A correct answer followed by megabytes of garbage still scores.
+    ("<answer>(3+5)*2</answer>" + "<answer>" * 200_000, 1.0),
+    ("<answer>(3+5)*2</answer>" + "</answer>" * 200_000, 1.0),
+    ("<answer>(3+5)*2</answer>" + "x" * 5_000_000, 1.0),
+    ("x" * 2_000_000 + "<answer>(3+5)*2</answer>" + "<answer>1" * 200_000, 1.0),
+    ("<answer>(3+5)*2</answer>" + "</answer><answer>" * 100_000, 0.0),  # last is empty
+    ("<answer>(3+5)*2</answer>" + ("<answer>1+</answer>" + "z" * 50) * 20_000, 0.0),
+    ("<answer>(3+5)*2</answer>" + ("<answer>16</answer>" + "z" * 50) * 20_000, 0.1),
 ]
 
 
-@pytest.mark.parametrize("completion", _ADVERSARIAL, ids=range(len(_ADVERSARIAL)))
-def test_adversarial_inputs(task, completion):
-    _timed_verify(task, completion, R)
+@pytest.mark.parametrize(("completion", "expected"), _ADVERSARIAL, ids=range(len(_ADVERSARIAL)))
+def test_adversarial_inputs(task, completion, expected):
+    assert _timed_verify(task, completion, R) == expected
 
 
 @pytest.mark.parametrize("completion", [None, 123, b"<answer>(3+5)*2</answer>", ["x"]])
@@ -347,7 +363,7 @@ def _tree_leaves(tree):
     return [tree] if isinstance(tree, int) else _tree_leaves(tree[1]) + _tree_leaves(tree[2])
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, derandomize=True)
 @given(tree=_trees)
 def test_parser_matches_tree_evaluation(tree):
     text = _tree_text(tree)

@@ -1,14 +1,18 @@
-"""Task pools on disk (tfds array_record, random access by index) and the JSONL loader."""
+"""Task pools on disk (array_record, random access by index, no code from data) and JSONL."""
 
 from __future__ import annotations
 
+import json
+import pathlib
 import pickle
 import random
+import sys
 
 import numpy as np
 import pytest
+from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from insight_jax.tasks import ArithmeticTask, CountdownTask
+from insight_jax.tasks import ArithmeticTask, CountdownTask, datasets
 from insight_jax.tasks.base import RecordError
 from insight_jax.tasks.datasets import (
     DataFormatError,
@@ -52,12 +56,25 @@ def test_round_trip_random_access(tmp_path, countdown_records):
         source[1.0]
 
 
-def test_round_trip_arithmetic_and_dataset_dir(tmp_path):
+def test_round_trip_arithmetic_and_file_layout(tmp_path):
     records = ArithmeticTask().generate(50, seed=0)
-    dataset_dir = write_records(tmp_path, records)
-    # Either the pool root or the tfds dataset directory opens the pool.
-    assert open_source(dataset_dir)[49] == open_source(tmp_path)[49] == records[49]
-    assert any(p.name.endswith("array_record-00000-of-00001") for p in dataset_dir.iterdir())
+    pool = write_records(tmp_path / "pool", records, metadata={"seed": 0})
+    assert pool == tmp_path / "pool" and open_source(pool)[49] == records[49]
+    assert sorted(p.name for p in pool.iterdir()) == [
+        "pool.json",
+        "records.array_record-00000-of-00001",
+    ]
+    # The documented on-disk format, read with array_record and json alone: record i at
+    # position i as UTF-8 JSON, and a plain JSON header.
+    reader = ArrayRecordReader(str(pool / "records.array_record-00000-of-00001"))
+    assert [json.loads(b) for b in reader.read(list(range(reader.num_records())))] == records
+    reader.close()
+    assert json.loads((pool / "pool.json").read_text()) == {
+        "format": "insight_jax.task_pool",
+        "version": 1,
+        "num_records": 50,
+        "metadata": {"seed": 0},
+    }
 
 
 def test_source_pickles_as_its_path(tmp_path, countdown_records):
@@ -76,9 +93,28 @@ def test_write_records_checks_indices_and_existing_pools(tmp_path, countdown_rec
     with pytest.raises(FileExistsError):
         write_records(tmp_path / "ok", countdown_records[:5])
     write_records(tmp_path / "ok", countdown_records[:7], overwrite=True)
-    assert len(open_source(tmp_path / "ok")) == 7
+    assert list(open_source(tmp_path / "ok")) == countdown_records[:7]
     with pytest.raises(FileNotFoundError):
         open_source(tmp_path / "missing")
+
+
+def test_failed_writes_leave_no_pool_and_no_temporary_files(tmp_path, countdown_records):
+    def records_then_bad():
+        yield from countdown_records[:3]
+        yield {"index": 7}
+
+    with pytest.raises(RecordError, match="position 3"):
+        write_records(tmp_path / "bad", records_then_bad())
+    with pytest.raises(ValueError, match="at least one record"):
+        write_records(tmp_path / "empty", [])
+    for name in ("bad", "empty"):
+        assert not pool_exists(tmp_path / name) and list((tmp_path / name).iterdir()) == []
+    # A failed overwrite does not leave the old pool looking complete.
+    write_records(tmp_path / "old", countdown_records[:4])
+    with pytest.raises(RecordError):
+        write_records(tmp_path / "old", [{"index": 1}], overwrite=True)
+    assert not pool_exists(tmp_path / "old")
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["records.array_record-00000-of-00001"]
 
 
 def test_build_pool_generates_once(tmp_path, monkeypatch):
@@ -180,3 +216,163 @@ def test_jsonl_loaded_pool_rejects_bad_file_before_writing(tmp_path):
     with pytest.raises(DataFormatError):
         pool_from_jsonl(path, CountdownTask(), tmp_path / "pools")
     assert not (tmp_path / "pools").exists() or not any((tmp_path / "pools").iterdir())
+
+
+# --- nothing in a pool folder runs code -------------------------------------------------------
+
+
+def _evil_module(tmp_path, monkeypatch, name):
+    """A module on sys.path that writes a marker file when imported; returns the marker path."""
+    marker = tmp_path / f"{name}.ran"
+    code = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('imported')\n"
+    (tmp_path / "evil_code").mkdir(exist_ok=True)
+    (tmp_path / "evil_code" / f"{name}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path / "evil_code"))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return marker
+
+
+def _features_json(class_path):
+    # What tensorflow_datasets reads to rebuild a dataset's features: it imports the module of
+    # every "pythonClassName" it does not know.
+    return json.dumps({"pythonClassName": class_path, "featuresDict": {"features": {}}})
+
+
+def test_crafted_features_json_in_a_pool_is_never_imported(
+    tmp_path, monkeypatch, countdown_records
+):
+    marker = _evil_module(tmp_path, monkeypatch, "evil_pool_features")
+    pool = write_records(tmp_path / "pool", countdown_records[:5])
+    # Plant a crafted features.json next to every metadata file the pool has.
+    for folder in {p.parent for p in pathlib.Path(pool).rglob("*.json")}:
+        (folder / "features.json").write_text(_features_json("evil_pool_features.Feature"))
+    error = None
+    try:
+        source = open_source(tmp_path / "pool")
+        got = [source[i] for i in range(5)]
+    except Exception as e:  # the old tfds reader imports the module, then fails
+        error = e
+    assert not marker.exists(), f"opening the pool ran code from features.json ({error!r})"
+    assert error is None and got == countdown_records[:5]
+
+
+def test_old_tfds_pool_folder_is_refused_without_importing(tmp_path, monkeypatch):
+    marker = _evil_module(tmp_path, monkeypatch, "evil_legacy_features")
+    folder = tmp_path / "legacy" / "task_records" / "1.0.0"
+    folder.mkdir(parents=True)
+    (folder / "features.json").write_text(_features_json("evil_legacy_features.Feature"))
+    (folder / "dataset_info.json").write_text(json.dumps({"name": "task_records"}))
+    for path in (tmp_path / "legacy", folder):
+        with pytest.raises(FileNotFoundError, match="tensorflow_datasets layout"):
+            open_source(path)
+        assert not pool_exists(path)
+    assert not marker.exists()
+
+
+# --- damaged pools fail with clear errors -----------------------------------------------------
+
+
+def _hand_written_pool(path, blobs, header):
+    """A pool folder written with array_record and json only (not with the code under test)."""
+    path.mkdir(parents=True)
+    writer = ArrayRecordWriter(str(path / "records.array_record-00000-of-00001"), "group_size:1")
+    for blob in blobs:
+        writer.write(blob)
+    writer.close()
+    (path / "pool.json").write_text(header if isinstance(header, str) else json.dumps(header))
+    return path
+
+
+def _header(num_records, **overrides):
+    header = {"format": "insight_jax.task_pool", "version": 1, "num_records": num_records}
+    return {**header, "metadata": {}, **overrides}
+
+
+def test_a_hand_written_pool_opens(tmp_path):
+    blobs = [json.dumps({"index": i, "x": "é" * i}).encode() for i in range(3)]
+    source = open_source(_hand_written_pool(tmp_path / "p", blobs, _header(3, metadata={"a": 1})))
+    assert list(source) == [{"index": i, "x": "é" * i} for i in range(3)]
+    assert source.metadata == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        ("{not json", None),
+        ("[1, 2]", None),
+        (_header(2, format="tfds"), "format"),
+        (_header(2, version=2), "version"),
+        (_header("2"), "num_records"),
+        (_header(0), "num_records"),
+        (_header(True), "num_records"),
+        (_header(2, metadata=[1]), "metadata"),
+    ],
+)
+def test_bad_pool_headers_are_rejected(tmp_path, header, field):
+    blobs = [b'{"index": 0}', b'{"index": 1}']
+    path = _hand_written_pool(tmp_path / "p", blobs, header)
+    with pytest.raises(DataFormatError, match=r"pool\.json") as info:
+        open_source(path)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("blobs", "num_records", "message"),
+    [
+        ([b'{"index": 0}', b'{"index": 1}'], 3, "2 records, pool.json says 3"),
+        ([b'{"index": 0}', b'{"index": 0}'], 2, "record 1 must be a JSON object with 'index' 1"),
+        ([b'{"index": 0}', b"[1]"], 2, "record 1 must be a JSON object"),
+        ([b'{"index": 0}', b"\xff\xfe"], 2, "record 1 is not UTF-8 JSON"),
+        ([b'{"index": 0}', b'{"index": 1'], 2, "record 1 is not UTF-8 JSON"),
+    ],
+)
+def test_bad_records_are_rejected_on_read(tmp_path, blobs, num_records, message):
+    source = open_source(_hand_written_pool(tmp_path / "p", blobs, _header(num_records)))
+    with pytest.raises(DataFormatError, match=message):
+        list(source)
+
+
+def test_truncated_or_missing_record_file_is_reported(tmp_path, countdown_records):
+    pool = write_records(tmp_path / "pool", countdown_records)
+    shard = pool / "records.array_record-00000-of-00001"
+    data = shard.read_bytes()
+    for size in (0, 100, len(data) // 2, len(data) - 1):
+        shard.write_bytes(data[:size])
+        with pytest.raises(DataFormatError, match="damaged pool"):
+            open_source(pool)[0]
+    shard.unlink()
+    with pytest.raises(DataFormatError, match="record file is missing"):
+        open_source(pool)[0]
+
+
+# --- the JSONL cache is keyed by content ------------------------------------------------------
+
+
+def test_jsonl_cache_is_keyed_by_content_not_file_name(tmp_path, monkeypatch):
+    task = CountdownTask()
+    pools = tmp_path / "pools"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _write_lines(tmp_path / "a" / "data.jsonl", ['{"nums": [1, 2], "target": 3}'])
+    second = _write_lines(tmp_path / "b" / "data.jsonl", ['{"nums": [4, 5], "target": 9}'])
+    assert list(pool_from_jsonl(first, task, pools)) == [{"nums": [1, 2], "target": 3, "index": 0}]
+    # Another file of the same name gets its own records.
+    assert list(pool_from_jsonl(second, task, pools)) == [{"nums": [4, 5], "target": 9, "index": 0}]
+    # So does the same file after an edit.
+    _write_lines(first, ['{"nums": [6, 7], "target": 13}', '{"nums": [2, 2], "target": 4}'])
+    assert [r["nums"] for r in pool_from_jsonl(first, task, pools)] == [[6, 7], [2, 2]]
+    # Another task config validates differently: another pool, even for the same bytes.
+    narrow = pool_from_jsonl(first, CountdownTask(num_numbers=2), pools)
+    assert narrow.path != pool_from_jsonl(first, task, pools).path
+    assert len(list(pools.iterdir())) == 4
+
+    # Unchanged bytes reuse the cached pool without converting again.
+    def fail(*args, **kwargs):
+        raise AssertionError("the cached pool should have been reused")
+
+    monkeypatch.setattr(datasets, "write_records", fail)
+    assert pool_from_jsonl(second, task, pools)[0]["nums"] == [4, 5]
+    (tmp_path / "c").mkdir()
+    copy = tmp_path / "c" / "data.jsonl"
+    copy.write_bytes(second.read_bytes())
+    assert pool_from_jsonl(copy, task, pools).path == pool_from_jsonl(second, task, pools).path

@@ -10,39 +10,40 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
+from configs import arithmetic_tiny
+from insight_jax import workdir as wd
 from insight_jax.metrics import read_metrics_jsonl
+from insight_jax.rl import setup, warmstart
+from insight_jax.rl.train import train_and_evaluate
+from insight_jax.rl.validate import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/arithmetic_tiny.py:smoke"
 
 
 def _load_config(arg="smoke"):
-    sys.path.insert(0, str(ROOT / "configs"))
-    try:
-        import arithmetic_tiny
-
-        return arithmetic_tiny.get_config(arg)
-    finally:
-        sys.path.pop(0)
+    return arithmetic_tiny.get_config(arg)
 
 
 def test_smoke_run_on_fake_mesh(tmp_path, devices, monkeypatch):
-    from insight_jax.rl.train import train_and_evaluate
-
     config = _load_config()
     monkeypatch.chdir(tmp_path)
     summary = train_and_evaluate(config, "run")  # a relative workdir, as users type it
     tmp_path = tmp_path / "run"
     total = config.warmstart.steps + config.rl.steps
     records = read_metrics_jsonl(tmp_path / "metrics.jsonl")
+    # A record at step t describes the state after t steps; each step is logged once.
     steps = [r["step"] for r in records if "sft_loss" in r or "reward_mean" in r]
-    assert steps == list(range(total))
+    assert steps == list(range(1, total + 1))
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == total
     rl = [r for r in records if "reward_mean" in r]
     assert all(0.0 <= r["reward_mean"] <= 1.0 and 0.0 <= r["zero_var_frac"] <= 1.0 for r in rl)
-    assert all(r["time_rollout"] > 0 for r in rl)
+    assert all(r["time_rollout"] > 0 and r["time_update"] > 0 for r in rl)
     assert (tmp_path / "learning_curves.png").stat().st_size > 1000
     assert any((tmp_path / "tb").iterdir())
     beliefs = np.load(tmp_path / "final_beliefs.npz")
@@ -50,7 +51,10 @@ def test_smoke_run_on_fake_mesh(tmp_path, devices, monkeypatch):
     # Every RL step adds K to the evidence of M distinct prompts.
     assert n.sum() == pytest.approx(2 * len(n) + config.rl.steps * config.rl.batch_size * 4)
     assert summary["prompts_seen"] == int(np.sum(n > 2))
+    assert summary["rollouts"] == config.rl.steps * config.rl.batch_size * 4
     assert {"eval_accuracy_before_rl", "eval_accuracy_after"} <= set(summary)
+    evals = [r["step"] for r in records if "eval_accuracy" in r]
+    assert evals == [config.warmstart.steps, config.warmstart.steps + 3, total]
 
 
 def _rl_records(workdir):
@@ -64,8 +68,6 @@ def _rl_records(workdir):
 
 def test_warm_start_cache_reproduces_the_uncached_run(tmp_path, devices):
     """A run that loads the cached warm start trains exactly like one that ran it itself."""
-    from insight_jax.rl.train import train_and_evaluate
-
     config = _load_config("smoke,mopps")
     config.warmstart.cache_dir = str(tmp_path / "cache")
     first = train_and_evaluate(config, tmp_path / "first")  # runs the warm start, fills the cache
@@ -75,23 +77,25 @@ def test_warm_start_cache_reproduces_the_uncached_run(tmp_path, devices):
     assert not any("sft_loss" in r for r in read_metrics_jsonl(tmp_path / "second/metrics.jsonl"))
     assert _rl_records(tmp_path / "first") == _rl_records(tmp_path / "second")
     assert first["eval_accuracy_after"] == second["eval_accuracy_after"]
+
     # Other RL or selection settings share the warm start; other warm-start settings do not.
-    from insight_jax.rl.train import Run
+    def cache_of(config, name):
+        return warmstart.cache_dir(setup.build(config, tmp_path / name))
 
     other = _load_config("smoke,insight")
     other.warmstart.cache_dir = config.warmstart.cache_dir
     other.rl.learning_rate = 1e-2
-    assert Run(other, tmp_path / "third").warm_start_cache() == entry
+    assert cache_of(other, "third") == entry
     other.task.rl_pool_size = 16  # RL on a sub-pool starts from the same warm start
-    assert Run(other, tmp_path / "third").warm_start_cache() == entry
+    assert cache_of(other, "third") == entry
     sub = train_and_evaluate(other, tmp_path / "third")  # beliefs of 16, not the cached pool's
     assert sub["warm_start_cache"] == str(entry) and sub["prompts_seen"] <= 16
     assert not any("sft_loss" in r for r in read_metrics_jsonl(tmp_path / "third/metrics.jsonl"))
     other.warmstart.learning_rate = 1e-3
-    assert Run(other, tmp_path / "fourth").warm_start_cache() != entry
+    assert cache_of(other, "fourth") != entry
     other.warmstart.learning_rate = config.warmstart.learning_rate
     other.seed = 1
-    assert Run(other, tmp_path / "fifth").warm_start_cache() != entry
+    assert cache_of(other, "fifth") != entry
 
 
 def test_a_run_that_loses_the_warm_start_race_trains_from_the_winner(
@@ -99,24 +103,22 @@ def test_a_run_that_loses_the_warm_start_race_trains_from_the_winner(
 ):
     """Runs of one seed that warm start at once may get different policies (GPU kernels are
     not bit-deterministic); each must start RL from the cache's entry, so they stay paired."""
-    from insight_jax.rl import train
-
     winner_config = _load_config("smoke")
     winner_config.warmstart.cache_dir = str(tmp_path / "winner_cache")
     winner_config.warmstart.learning_rate *= 3  # a warm start that ends somewhere else
-    winner = train.train_and_evaluate(winner_config, tmp_path / "winner")
+    winner = train_and_evaluate(winner_config, tmp_path / "winner")
     (winner_entry,) = (tmp_path / "winner_cache").iterdir()
 
-    real_save = train._save_warm_start
+    real_save = warmstart.save
 
     def save_after_a_faster_run(cache_dir, step, state):
         shutil.copytree(winner_entry, cache_dir)  # the other run wrote its entry first
         real_save(cache_dir, step, state)
 
-    monkeypatch.setattr(train, "_save_warm_start", save_after_a_faster_run)
+    monkeypatch.setattr(warmstart, "save", save_after_a_faster_run)
     config = _load_config("smoke")
     config.warmstart.cache_dir = str(tmp_path / "cache")
-    loser = train.train_and_evaluate(config, tmp_path / "loser")
+    loser = train_and_evaluate(config, tmp_path / "loser")
     sft = [
         [
             r["sft_loss"]
@@ -131,14 +133,12 @@ def test_a_run_that_loses_the_warm_start_race_trains_from_the_winner(
 
 
 def test_resume_at_the_rl_boundary_resets_the_optimizer(tmp_path, devices):
-    """A checkpoint at the end of the warm start, with a summary that already records the
-    pre-RL eval, resumes exactly like an uninterrupted run (the RL optimizer is fresh)."""
-    from insight_jax.rl.train import train_and_evaluate
-
+    """A checkpoint at the end of the warm start (a run with rl.steps=0, then extended: a
+    resume-safe change) resumes exactly like an uninterrupted run (the RL optimizer is fresh)."""
     config = _load_config("smoke")
     train_and_evaluate(config, tmp_path / "full")
     warm_only = _load_config("smoke")
-    warm_only.rl.steps = 0  # stops at step W: checkpoint W + a summary with the pre-RL eval
+    warm_only.rl.steps = 0  # stops at step W: checkpoint W and the pre-RL eval
     first = train_and_evaluate(warm_only, tmp_path / "resumed")
     assert "eval_accuracy_before_rl" in first
     train_and_evaluate(config, tmp_path / "resumed")
@@ -146,8 +146,6 @@ def test_resume_at_the_rl_boundary_resets_the_optimizer(tmp_path, devices):
 
 
 def test_dynamic_sampling_counts_every_rollout(tmp_path, devices):
-    from insight_jax.rl.train import train_and_evaluate
-
     config = _load_config("smoke,ds")
     config.task.rl_pool_size = 40  # RL on the first 40 of the 64 prompts
     summary = train_and_evaluate(config, tmp_path)
@@ -166,20 +164,18 @@ def test_dynamic_sampling_counts_every_rollout(tmp_path, devices):
     assert (beliefs["alpha"] + beliefs["beta"] - 2).sum() == pytest.approx(summary["rollouts"])
 
 
-def test_dynamic_sampling_needs_the_random_scorer(tmp_path, devices):
-    from insight_jax.rl.train import Run
-
+def test_dynamic_sampling_needs_the_random_scorer():
     config = _load_config("smoke,ds")
     config.selection.scorer = "insight"
-    with pytest.raises(ValueError, match="random"):
-        Run(config, tmp_path)
+    with pytest.raises(ConfigError, match="random"):
+        validate_config(config)
     config = _load_config("smoke,ds")
     config.task.rl_pool_size = 16  # 4 rounds x M=8 distinct prompts do not fit
-    with pytest.raises(ValueError, match="distinct prompts"):
-        Run(config, tmp_path)
+    with pytest.raises(ConfigError, match="dynamic_sampling_rounds"):
+        validate_config(config)
     config.task.rl_pool_size = 65
-    with pytest.raises(ValueError, match="rl_pool_size"):
-        Run(config, tmp_path)
+    with pytest.raises(ConfigError, match="rl_pool_size"):
+        validate_config(config)
 
 
 def _command(workdir):
@@ -252,3 +248,115 @@ def test_kill9_and_resume_is_exact(tmp_path):
     sb = json.loads((killed / "summary.json").read_text())
     for key in ("eval_accuracy_before_rl", "eval_accuracy_after", "prompts_seen"):
         assert sa[key] == sb[key]
+
+
+# ------------------------------------------------------------------ the step's shape
+
+
+def _run_steps(config, workdir, rl_steps):
+    """Builds a run and drives its warm start and `rl_steps` RL steps by hand."""
+    from insight_jax.rl.rl_step import rl_step
+
+    comps = setup.build(config, workdir)
+    state = comps.init()
+    for _ in range(config.warmstart.steps):
+        state, _ = warmstart.warm_start_step(comps, state)
+    state = comps.fns.start_rl(state)
+    metrics = []
+    for _ in range(rl_steps):
+        state, m = rl_step(comps, state)
+        metrics.append(m)
+    return comps, state, metrics
+
+
+@pytest.mark.parametrize("arg", ["smoke", "smoke,ds"])
+def test_steps_make_no_implicit_transfer_and_compile_once(tmp_path, devices, arg):
+    """Every host <-> device crossing of a step is an explicit device_put / device_get, and the
+    jitted functions are traced once however many steps run."""
+    config = _load_config(arg)
+    config.task.rl_pool_size = 40 if "ds" in arg else 0
+    with jax.transfer_guard("disallow"):
+        comps, state, metrics = _run_steps(config, tmp_path, rl_steps=3)
+    assert int(jax.device_get(state.step)) == config.warmstart.steps + 3
+    fns = comps.fns
+    compiled = [fns.sft_step, fns.start_rl, fns.learn, fns.warm_indices]
+    compiled.append(fns.draw_uniform if "ds" in arg else fns.select)
+    assert [f._cache_size() for f in compiled] == [1] * len(compiled)
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+
+
+def test_kl_reference_is_the_policy_at_the_start_of_rl(tmp_path, devices):
+    config = _load_config()
+    config.rl.kl_coef = 0.5
+    comps = setup.build(config, tmp_path)
+    state = comps.init()
+    for _ in range(config.warmstart.steps):
+        state, _ = warmstart.warm_start_step(comps, state)
+    policy = jax.device_get(state.model)
+    state = comps.fns.start_rl(state)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.ref_model), policy)
+    from insight_jax.rl.rl_step import rl_step
+
+    state, m = rl_step(comps, state)
+    # The reference stays frozen while the policy moves; the KL term is reported and >= 0.
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.ref_model), policy)
+    assert m["kl"] >= 0.0 and np.isfinite(m["kl"])
+    config.rl.kl_coef = 0.0
+    assert setup.build(config, tmp_path / "nokl").init().ref_model is None
+
+
+def test_cosine_schedule_decays_to_zero_over_the_rl_updates():
+    """The config's schedule, in optimizer updates (num_ppo_epochs * num_minibatches per RL
+    step), against the closed-form linear warmup + cosine decay."""
+    config = _load_config()
+    config.rl.lr_schedule, config.rl.warmup_steps, config.rl.steps = "cosine", 2, 10
+    config.rl.num_ppo_epochs = 3
+    schedule = setup.rl_lr_schedule(config)
+    per_step = config.rl.num_minibatches * 3
+    total, warm, lr = 10 * per_step, 2 * per_step, config.rl.learning_rate
+    for count in (0, warm // 2, warm, warm + 5, total // 2, total - 1, total):
+        if count < warm:
+            want = lr * count / warm
+        else:
+            want = lr * 0.5 * (1 + np.cos(np.pi * (count - warm) / (total - warm)))
+        assert float(schedule(count)) == pytest.approx(want, rel=1e-5, abs=1e-12), count
+    config.rl.lr_schedule, config.rl.warmup_steps = "constant", 0
+    assert float(setup.rl_lr_schedule(config)(total)) == pytest.approx(lr)
+
+
+# ------------------------------------------------------------- a workdir is one run
+
+
+def test_a_workdir_refuses_another_run_a_second_process_and_repairs_damage(tmp_path, devices):
+    config = _load_config()
+    config.checkpoint.max_to_keep = 3
+    first = train_and_evaluate(config, tmp_path / "run")
+    run = tmp_path / "run"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+
+    other_seed = _load_config()
+    other_seed.seed = 1
+    with pytest.raises(wd.WorkdirMismatch, match="seed"):
+        train_and_evaluate(other_seed, run)
+    other_scorer = _load_config("smoke,mopps")
+    with pytest.raises(wd.WorkdirMismatch, match=r"selection\.scorer"):
+        train_and_evaluate(other_scorer, run)
+    with wd.WorkdirLock(run), pytest.raises(wd.WorkdirBusy):
+        train_and_evaluate(config, run)
+
+    # Damage the newest checkpoint: it is moved aside, the run replays from the one before and
+    # ends exactly as before, with each step logged once.
+    total = config.warmstart.steps + config.rl.steps
+    data = sorted(
+        (run / "checkpoints" / str(total) / "state").rglob("*"), key=lambda p: p.stat().st_size
+    )
+    victim = [p for p in data if p.is_file()][-1]
+    raw = bytearray(victim.read_bytes())
+    for i in range(0, len(raw), max(1, len(raw) // 64))[:64]:
+        raw[i] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    again = train_and_evaluate(config, run)
+    assert (run / "checkpoints" / f"{total}.damaged").exists()
+    assert (run / "metrics.jsonl").read_text().splitlines() == lines
+    for key in ("eval_accuracy_after", "prompts_seen", "rollouts"):
+        assert again[key] == first[key]

@@ -6,10 +6,10 @@
 Rows and the tuning protocol: configs/ablations/sweeps_common.py.
 """
 
-import sweeps_common
+from configs.ablations import sweeps_common
 
 CONFIG = "configs/countdown_tiny.py"
 
 
 def get_hyper(h, name="main"):
-    return sweeps_common.hyper(h, name, batch_size=32, pool_size=2000)
+    return sweeps_common.hyper(h, name, CONFIG)

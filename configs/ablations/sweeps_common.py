@@ -7,13 +7,28 @@ tuning budget; the ablation sweeps below then show how much tuning could move ea
 A difference seen on seeds 1-5 is checked on fresh seeds by the "replication" sweep.
 """
 
+import importlib
+from pathlib import Path
+
+import ml_collections
+
+from insight_jax.rl.base_config import METHODS as ALL_METHODS
+from insight_jax.selection import scorer_defaults
+
 SEEDS = [1, 2, 3, 4, 5]
 # "replication": fresh seeds for a comparison seen on SEEDS (10 for the headline methods).
 REPLICATION_SEEDS = list(range(6, 16))
+# The study's methods and InSight's ablation scorers: names from base_config.METHODS (checked
+# below), chosen for the study, the headline methods first (see "main").
 METHODS = ["random", "insight", "mopps", "expected_difficulty", "inverse_evidence", "ds"]
 ABLATION_SCORERS = ["insight_info_only", "insight_weight_only", "insight_sampled"]
+_UNKNOWN = sorted(set(METHODS + ABLATION_SCORERS) - set(ALL_METHODS))
+if _UNKNOWN:
+    raise ValueError(f"sweep methods {_UNKNOWN} are not in base_config.METHODS {ALL_METHODS}")
 MUS = [0.1, 0.3, 0.7]
 ETAS = [0.0, 1.0, 3.0, 10.0]
+INSIGHT = "config.selection.params.insight"  # the sweep key prefix of InSight's parameters
+ETA, MU = scorer_defaults("insight")["eta"], scorer_defaults("insight")["mu"]  # the defaults
 DECAYS = [1.0, 0.9, 0.5]
 # Held-out pass@1 every 10 RL steps (for steps-to-target), one shared warm-start cache.
 STUDY = {
@@ -23,8 +38,21 @@ STUDY = {
 }
 
 
-def hyper(h, name: str, batch_size: int, pool_size: int):
-    """Rows of sweep `name` (warm, main, replication, pool, ablations) for a config with M, N."""
+def load_config(path: str) -> ml_collections.ConfigDict:
+    """The default config of a config file given by its path in the package (configs/<name>.py),
+    imported by its package name (configs.<name>), as the sweep's base."""
+    parts = Path(path).with_suffix("").parts
+    if parts[0] != "configs" or Path(path).suffix != ".py":
+        raise ValueError(f"a sweep's CONFIG is configs/<name>.py, got {path!r}")
+    return importlib.import_module(".".join(parts)).get_config()
+
+
+def hyper(h, name: str, config_path: str):
+    """Rows of sweep `name` (warm, main, replication, pool, ablations) over the config at
+    `config_path`, whose M (rl.batch_size) and RL pool size N set the size-relative rows."""
+    base = load_config(config_path)
+    batch_size = base.rl.batch_size
+    pool_size = base.task.rl_pool_size or base.task.num_train
     fixed = [h.fixed(k, v) for k, v in STUDY.items()]
     seeds = h.sweep("config.seed", SEEDS)
     if name == "warm":  # the warm starts only, so the sweeps that follow share them
@@ -54,12 +82,8 @@ def hyper(h, name: str, batch_size: int, pool_size: int):
         rows = h.chain(
             [
                 h.sweep("arg", ABLATION_SCORERS),
-                h.product(
-                    [insight, h.sweep("config.selection.params.mu", [m for m in MUS if m != 0.3])]
-                ),
-                h.product(
-                    [insight, h.sweep("config.selection.params.eta", [e for e in ETAS if e != 3.0])]
-                ),
+                h.product([insight, h.sweep(f"{INSIGHT}.mu", [m for m in MUS if m != MU])]),
+                h.product([insight, h.sweep(f"{INSIGHT}.eta", [e for e in ETAS if e != ETA])]),
                 h.product(
                     [
                         insight,

@@ -336,7 +336,7 @@ def make_lr_schedule(
 
 
 def make_optimizer(
-    learning_rate: float,
+    learning_rate: float | optax.Schedule,
     *,
     weight_decay: float,
     grad_clip: float | None,
@@ -348,10 +348,16 @@ def make_optimizer(
     """clip_by_global_norm(grad_clip) then AdamW(schedule, b1, b2, weight_decay).
 
     Weight decay applies to every parameter, as torch AdamW does in verl (the paper's trainer).
-    grad_clip None or <= 0 disables clipping. Schedule: see make_lr_schedule; its steps count
+    grad_clip None or <= 0 disables clipping. learning_rate: a number (with the schedule of
+    make_lr_schedule) or a schedule already built. Schedules count
     optimizer updates (a GRPO step makes num_ppo_epochs * num_minibatches of them).
     """
-    schedule = make_lr_schedule(learning_rate, warmup_steps=warmup_steps, total_steps=total_steps)
+    if callable(learning_rate):
+        schedule = learning_rate
+    else:
+        schedule = make_lr_schedule(
+            learning_rate, warmup_steps=warmup_steps, total_steps=total_steps
+        )
     adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
     if grad_clip is None or grad_clip <= 0:
         return adamw

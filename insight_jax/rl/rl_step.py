@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from insight_jax import sharding as shd
 from insight_jax.rl.evaluate import encode_prompts, rollout_rewards
 from insight_jax.rl.rollout import Rollout
 from insight_jax.rl.setup import Components
 from insight_jax.rl.state import TrainState
-from insight_jax import sharding as shd
 from insight_jax.selection import successes_from_rewards, validate_update
 
 
@@ -131,7 +131,8 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
     is_mixed = mixed_groups(rewards_all)
     # Mixed groups first, then the rest, each in draw order (stable sort).
     keep = np.argsort(~is_mixed, kind="stable")[:m]
-    rows = jax.device_put((keep[:, None] * k + np.arange(k)[None]).reshape(-1))
+    rows = (keep[:, None] * k + np.arange(k)[None]).reshape(-1)
+    rows = jax.device_put(rows, shd.replicated(comps.mesh))
     kept = jax.device_put(_gather_groups(parts, rows), comps.data_sharding)
     used = len(rewards_all)
     seen = np.zeros(rounds * m, np.int32)
@@ -147,6 +148,12 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
     }
     kept_rewards = rewards_all[keep]
     batch = {"rollout": kept} | _prompt_fields(
-        kept_rewards, _successes(comps, kept_rewards), drawn[:used][keep], seen, seen_s, valid, comps
+        kept_rewards,
+        _successes(comps, kept_rewards),
+        drawn[:used][keep],
+        seen,
+        seen_s,
+        valid,
+        comps,
     )
     return _learn(comps, state, batch, times, rollouts=used * k, rounds=len(parts))

@@ -40,6 +40,7 @@ from insight_jax.models.transformer import (
     logprobs_from_logits,
 )
 
+
 @struct.dataclass
 class Rollout:
     """K completions per prompt. BK = B * K rows, N = max_new_tokens, P = prompt columns.
@@ -346,8 +347,7 @@ class RolloutEngine(Protocol):
 
     settings: SamplingSettings
 
-    def generate(self, model_state, prompt_tokens, prompt_lengths, key: jax.Array) -> Rollout:
-        ...
+    def generate(self, model_state, prompt_tokens, prompt_lengths, key: jax.Array) -> Rollout: ...
 
 
 class DenseEngine:

@@ -73,17 +73,26 @@ class Components:
         return shd.batch_size_multiple(self.mesh, self.rules)
 
 
-def _optimizers(c: ml_collections.ConfigDict):
+def rl_lr_schedule(c: ml_collections.ConfigDict):
+    """The RL learning rate as a function of the optimizer's update count.
+
+    Warmup and cosine length are given in RL steps, and a GRPO step makes num_ppo_epochs *
+    num_minibatches optimizer updates, so both are scaled by that factor here.
+    """
     rl = c.rl
-    opt = dict(weight_decay=rl.weight_decay, grad_clip=rl.grad_clip)
-    # Schedules count optimizer updates: num_ppo_epochs * num_minibatches per RL step.
     per_step = rl.num_ppo_epochs * rl.num_minibatches
-    total = rl.steps * per_step if rl.lr_schedule == "cosine" else None
+    return grpo_lib.make_lr_schedule(
+        rl.learning_rate,
+        warmup_steps=rl.warmup_steps * per_step,
+        total_steps=rl.steps * per_step if rl.lr_schedule == "cosine" else None,
+    )
+
+
+def _optimizers(c: ml_collections.ConfigDict):
+    opt = dict(weight_decay=c.rl.weight_decay, grad_clip=c.rl.grad_clip)
     return (
         grpo_lib.make_optimizer(c.warmstart.learning_rate, **opt),
-        grpo_lib.make_optimizer(
-            rl.learning_rate, warmup_steps=rl.warmup_steps * per_step, total_steps=total, **opt
-        ),
+        grpo_lib.make_optimizer(rl_lr_schedule(c), **opt),
     )
 
 
@@ -104,9 +113,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     model_config = TransformerConfig.preset(
         c.model.preset, vocab_size=tokenizer.vocab_size, **to_dict(c.model.overrides)
     )
-    graphdef, _, model_sh = shd.abstract_sharded_state(
-        Transformer, model_config, mesh, rules
-    )
+    graphdef, _, model_sh = shd.abstract_sharded_state(Transformer, model_config, mesh, rules)
     sel, rl = c.selection, c.rl
     scorer = get_scorer(sel.scorer, num_rollouts=rl.num_rollouts, **to_dict(sel.params[sel.scorer]))
     grpo = grpo_lib.GRPOConfig(
@@ -129,7 +136,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         # Padded to a multiple of the shard count; padded slots are never selected.
         beliefs = init_beliefs(num_items, sel.alpha0, sel.beta0, sharding=pool_sharding)
         # Stochastic scorers draw fresh scores every step: their cache stays zeros.
-        scores = init_scores(beliefs, scorer) if scorer.deterministic else jnp.zeros_like(beliefs.alpha)
+        scores = (
+            init_scores(beliefs, scorer) if scorer.deterministic else jnp.zeros_like(beliefs.alpha)
+        )
         first_opt = sft_opt if c.warmstart.steps else rl_opt
         return TrainState(
             model=model,
@@ -213,4 +222,3 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         fns=fns,
         init=jax.jit(init, out_shardings=state_sh),
     )
-

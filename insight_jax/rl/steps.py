@@ -3,7 +3,7 @@
 Built once per run by `make_step_fns` with explicit in/out shardings and the state donated:
 
     select(state)        -> (indices [M], rollout key)       selection over the beliefs
-    draw_uniform(state)  -> (indices [R*M], round keys [R])  DAPO dynamic sampling's draws
+    draw_uniform(state)  -> (indices [R*M], R round keys)    DAPO dynamic sampling's draws
     warm_indices(state)  -> indices [B_w]                    the warm start's batch
     sft_step(state, b)   -> (state, metrics)                 one supervised step
     start_rl(state)      -> state                            fresh RL optimizer (+ reference)
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -181,8 +180,8 @@ def make_step_fns(
         k_sel, k_roll, _ = jax.random.split(state.key(), 3)
         rounds = s.dynamic_sampling_rounds
         drawn = draw_candidates(k_sel, s.num_items, rounds * s.batch_size)
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(k_roll, jnp.arange(rounds))
-        return drawn, keys
+        # A tuple of R keys (not one [R] array): taking one needs no host-side index.
+        return drawn, tuple(jax.random.fold_in(k_roll, r) for r in range(rounds))
 
     def warm_indices(state):
         return jax.random.choice(
@@ -302,4 +301,3 @@ def make_step_fns(
         ),
         eval_key=jax.jit(eval_key, in_shardings=(st_sh,), out_shardings=repl),
     )
-

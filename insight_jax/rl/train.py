@@ -112,8 +112,8 @@ def _summary(comps: Components, rows: list[dict], state: TrainState) -> dict[str
 def _restore(comps: Components, ckpt: Checkpointer, state: TrainState, log):
     """(start step, state): the newest intact checkpoint, else a cached warm start, else 0."""
     restored = ckpt.restore_latest(abstract(state))
-    for message in getattr(ckpt, "damaged", []):
-        log(f"damaged checkpoint moved aside: {message}")
+    for damaged in ckpt.damaged:
+        log(f"damaged checkpoint moved aside: {damaged.message}")
     if restored is not None:
         start, state, _ = restored
         log(f"resumed from the checkpoint of step {start} in {ckpt.directory}")

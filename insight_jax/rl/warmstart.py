@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from insight_jax.checkpointing import Checkpointer
+from insight_jax.checkpointing import Checkpointer, CheckpointError
 from insight_jax.models.tokenizers import encode_batch
 from insight_jax.rl.setup import Components, to_dict
 from insight_jax.rl.state import TrainState, abstract
@@ -87,8 +87,12 @@ def load(directory: Path, warm_steps: int, state: TrainState) -> TrainState | No
     """`state` with its warm-start leaves replaced by the cached ones, or None (no entry)."""
     if not (directory / "checkpoints").exists():
         return None
-    with Checkpointer(directory / "checkpoints", max_to_keep=1) as cache:
-        cached = cache.restore_latest(abstract(_part(state)))
+    try:
+        with Checkpointer(directory / "checkpoints", max_to_keep=1) as cache:
+            cached = cache.restore_latest(abstract(_part(state)))
+    except CheckpointError as e:  # a damaged entry is no entry: this run warm starts itself
+        print(f"warm-start cache entry {directory} not usable: {e}", flush=True)
+        return None
     if cached is None or cached[0] != warm_steps:
         return None
     return state.replace(**cached[1])

@@ -13,13 +13,11 @@ a non-negative integer.
 Prompt: ``"37+45="``. Reference completion: ``"<answer>82</answer>"``: the same answer tag as
 Countdown (and the paper), so one extraction rule serves every task and real checkpoints.
 
-Reward: 1.0 iff the last complete ``<answer>...</answer>`` holds an integer (optional sign, ASCII
-digits, surrounding whitespace allowed) equal to the answer, else 0.0. No partial credit: a
-binary reward is what the Beta-Bernoulli beliefs of the selector model. Parsing is bounded
-(:data:`MAX_NUMBER_CHARS`) and never uses ``eval``.
-
-:func:`answer_match` compares other numeric answers exactly (integers, decimals, fractions,
-thousands separators), for tasks whose answers are numbers written in varied forms.
+Reward: 1.0 iff the last complete ``<answer>...</answer>`` anywhere in the completion holds an
+integer (optional sign, ASCII digits, surrounding whitespace allowed) equal to the answer, else
+0.0. No partial credit: a binary reward is what the Beta-Bernoulli beliefs of the selector model.
+Parsing is bounded (a tag content over :data:`~insight_jax.tasks.base.MAX_ANSWER_CHARS`
+characters scores 0.0, a number over :data:`MAX_NUMBER_CHARS` too) and never uses ``eval``.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Mapping
-from fractions import Fraction
 from typing import Any, ClassVar
 
 from insight_jax.tasks.base import (
@@ -48,9 +45,6 @@ MAX_NUMBER_CHARS = 64
 MAX_LEVEL = 9
 
 _INT = re.compile(r"[+-]?[0-9]+")
-# 1234 | 1,234,567 | 12.5 | .5 | 3/4 | -1,234.50 (ASCII digits only: \d would accept Unicode).
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.[0-9]+)?")
-_FRACTION = re.compile(r"([+-]?[0-9]+)\s*/\s*([0-9]+)")
 
 
 def parse_int(text: object) -> int | None:
@@ -65,40 +59,6 @@ def parse_int(text: object) -> int | None:
     if len(text) > MAX_NUMBER_CHARS or not _INT.fullmatch(text):
         return None
     return int(text)
-
-
-def parse_number(text: object) -> Fraction | None:
-    """Parses an exact number: integer, decimal, ``a/b`` fraction, with ``,`` thousands groups.
-
-    Examples: ``"42"``, ``"-7"``, ``"1,234"``, ``"0.50"``, ``".5"``, ``"3/4"``, ``"-6 / 8"``.
-    Returns ``None`` for anything else, for a zero denominator, for texts longer than
-    :data:`MAX_NUMBER_CHARS` and for non-``str`` inputs. Never raises.
-    """
-    if not isinstance(text, str):
-        return None
-    text = text.strip()
-    if not text or len(text) > MAX_NUMBER_CHARS:
-        return None
-    if match := _FRACTION.fullmatch(text):
-        denominator = int(match.group(2))
-        return Fraction(int(match.group(1)), denominator) if denominator else None
-    if not _DECIMAL.fullmatch(text) or not any(c.isdigit() for c in text):
-        return None
-    return Fraction(text.replace(",", ""))
-
-
-def answer_match(prediction: object, gold: object) -> bool:
-    """True iff ``prediction`` states ``gold``: exactly equal numbers if both parse as numbers
-    (:func:`parse_number`: ``"0.5"`` matches ``"1/2"``), else equal after stripping whitespace.
-    """
-    if not isinstance(prediction, str) or not isinstance(gold, str):
-        return False
-    pred_num, gold_num = parse_number(prediction), parse_number(gold)
-    if pred_num is not None and gold_num is not None:
-        return pred_num == gold_num
-    if gold_num is not None:
-        return False
-    return prediction.strip() == gold.strip()
 
 
 def arithmetic_reward(completion: str, answer: str, tag: str = "answer") -> float:
@@ -131,6 +91,7 @@ class ArithmeticTask(Task):
     """
 
     name = "arithmetic"
+    max_reward = 1.0  # arithmetic_reward is 1.0 or 0.0
     fields: ClassVar[Mapping[str, type]] = {"question": str, "answer": str}
     # Generated records always have a level; user data may not.
     optional_fields: ClassVar[Mapping[str, type]] = {"level": int}

@@ -21,13 +21,13 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-# Only the tail of a completion is scanned: the final answer of a long reasoning trace is at its
-# end, and bounding the scan keeps verify() fast on adversarial megabyte-long strings.
-MAX_COMPLETION_CHARS = 4096
-# Longer tag contents are not answers a verifier should parse (and are rejected, not truncated).
+# Longest tag content (the raw text between the tags, whitespace included) that is parsed as an
+# answer; a longer one is malformed (rejected, not truncated). It bounds the copy made and the
+# parser's work, whatever the completion's length.
 MAX_ANSWER_CHARS = 128
 
 Record = dict[str, Any]
@@ -46,21 +46,24 @@ class RecordError(ValueError):
 
 
 def extract_last_tag(
-    completion: object,
-    tag: str = "answer",
-    max_completion_chars: int = MAX_COMPLETION_CHARS,
-    max_content_chars: int = MAX_ANSWER_CHARS,
+    completion: object, tag: str = "answer", max_content_chars: int = MAX_ANSWER_CHARS
 ) -> str | None:
     """Returns the content of the last complete ``<tag>...</tag>`` in ``completion``, stripped.
 
     Rule: take the last ``<tag>`` that is followed by a ``</tag>``; the content runs to the first
     ``</tag>`` after it. So in ``"<answer>1<answer>2</answer>"`` the answer is ``"2"`` (the last
     opened tag), in ``"<answer>1</answer><answer>2"`` it is ``"1"`` (an unclosed tag is not an
-    answer), and the content never contains a tag.
+    answer), and the content never contains a tag. The whole completion is searched, so an answer
+    followed by any amount of text (a long reasoning trace, a repeated or unclosed tag) is found.
 
-    Bounds: only the last ``max_completion_chars`` characters are considered; a content longer than
-    ``max_content_chars`` (after stripping) returns ``None``. Uses ``str.rfind`` only (linear time;
-    a non-greedy regex such as ``<answer>(.*?)</answer>`` is quadratic on ``"<answer>" * n``).
+    Algorithm: ``end = rfind("</tag>")`` is the last closing tag; the last ``<tag>`` before it,
+    ``start = rfind("<tag>", 0, end)``, is the last opening tag that has a closing tag after it
+    (any later one has none); ``find("</tag>", start)`` is its first closing tag. Three ``str``
+    searches: linear time and no memory beyond the returned content, for any input (a non-greedy
+    regex such as ``<answer>(.*?)</answer>`` is quadratic on ``"<answer>" * n``).
+
+    Bounds: a raw content (between the tags, before stripping) longer than ``max_content_chars``
+    is malformed and returns ``None``; it is never copied.
 
     Returns:
       The stripped content, or ``None`` if there is no complete tag, the content is too long, or
@@ -68,21 +71,18 @@ def extract_last_tag(
     """
     if not isinstance(completion, str):
         return None
-    text = completion[-max_completion_chars:]
     open_tag, close_tag = f"<{tag}>", f"</{tag}>"
-    end = text.rfind(close_tag)
-    if end < 0:
+    last_close = completion.rfind(close_tag)
+    if last_close < 0:
         return None
-    start = text.rfind(open_tag, 0, end)
+    start = completion.rfind(open_tag, 0, last_close)
     if start < 0:
         return None
-    # Stop at the first closing tag after it, so the content never holds a tag: in
-    # "<answer>1<answer>2</answer></answer>" the answer is "2".
-    end = text.find(close_tag, start + len(open_tag))
-    content = text[start + len(open_tag) : end].strip()
-    if len(content) > max_content_chars:
+    start += len(open_tag)
+    end = completion.find(close_tag, start)
+    if end - start > max_content_chars:
         return None
-    return content
+    return completion[start:end].strip()
 
 
 def wrap_answer(content: str, tag: str = "answer") -> str:
@@ -158,11 +158,17 @@ def split_seed(seed: int, split: str, salt: str) -> int:
 class Task(abc.ABC):
     """A verifiable task: generates records, renders prompts, checks completions.
 
-    Subclasses set ``name``, ``fields`` and ``optional_fields`` (field name -> type, checked by
-    :meth:`validate_record`) and implement the abstract methods.
+    Subclasses set ``name``, ``max_reward``, ``fields`` and ``optional_fields`` (field name ->
+    type, checked by :meth:`validate_record`) and implement the abstract methods.
+
+    ``max_reward`` is the largest reward :meth:`verify` can return (the reward of a correct
+    completion; 1.0 for the built-in tasks). The config validator rejects a
+    ``selection.success_threshold`` above it: no rollout could ever count as a success, so every
+    belief would only learn failures. :func:`register_task` checks it is set, finite and > 0.
     """
 
     name: ClassVar[str]
+    max_reward: float
     # Required fields besides "index" and their types; extra fields are allowed.
     fields: ClassVar[Mapping[str, type | tuple[type, ...]]] = {}
     # Fields that may be absent, but are type-checked when present.
@@ -220,6 +226,17 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     def decorator(cls: type[Task]) -> type[Task]:
         if name in _REGISTRY:
             raise ValueError(f"task {name!r} is already registered")
+        max_reward = getattr(cls, "max_reward", None)
+        if (
+            isinstance(max_reward, bool)
+            or not isinstance(max_reward, (int, float))
+            or not math.isfinite(max_reward)
+            or max_reward <= 0
+        ):
+            raise ValueError(
+                f"task {name!r} ({cls.__name__}) must set max_reward, the largest reward verify()"
+                f" can return, to a finite number > 0; got {max_reward!r}"
+            )
         _REGISTRY[name] = cls
         return cls
 

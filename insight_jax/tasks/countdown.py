@@ -39,10 +39,12 @@ with spaces/tabs/newlines allowed between tokens. Decisions, each a bound or a f
 * No leading zeros (``03``), decimals, ``=``, or Unicode digits: malformed.
 * Division by zero is well-formed but wrong (0.1): the text is a valid expression, its value is
   undefined.
-* Bounds: answer content <= 128 characters (:data:`~insight_jax.tasks.base.MAX_ANSWER_CHARS`),
-  completion tail of 4096 characters scanned, parenthesis depth <= 32, literals <= 6 digits,
-  numerators/denominators <= 2**1024 (an intermediate beyond that is undefined -> 0.1; with the
-  other bounds it cannot happen for 128 characters, the cap is defence in depth).
+* Bounds: the whole completion is searched for the last complete tag (linear time, see
+  :func:`~insight_jax.tasks.base.extract_last_tag`); a tag content over 128 characters
+  (:data:`~insight_jax.tasks.base.MAX_ANSWER_CHARS`, whitespace included) is malformed (0.0);
+  parenthesis depth <= 32, literals <= 6 digits, numerators/denominators <= 2**1024 (an
+  intermediate beyond that is undefined -> 0.1; with the other bounds it cannot happen for 128
+  characters, the cap is defence in depth).
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ from typing import Any, ClassVar
 
 from insight_jax.tasks.base import (
     MAX_ANSWER_CHARS,
-    MAX_COMPLETION_CHARS,
     MAX_CONSECUTIVE_REJECTIONS,
     Record,
     RecordError,
@@ -195,15 +196,9 @@ def parse_expression(text: str, max_chars: int = MAX_ANSWER_CHARS) -> ParsedExpr
     return ParsedExpression(value=value, literals=tuple(parser.literals))
 
 
-def countdown_reward(
-    completion: str,
-    nums: list[int],
-    target: int,
-    tag: str = "answer",
-    max_completion_chars: int = MAX_COMPLETION_CHARS,
-) -> float:
+def countdown_reward(completion: str, nums: list[int], target: int, tag: str = "answer") -> float:
     """The paper's Countdown reward in {0.0, 0.1, 1.0} (rules: module docstring). Never raises."""
-    content = extract_last_tag(completion, tag, max_completion_chars)
+    content = extract_last_tag(completion, tag)
     if content is None:
         return 0.0
     parsed = parse_expression(content)
@@ -309,6 +304,7 @@ class CountdownTask(Task):
     """
 
     name = "countdown"
+    max_reward = CORRECT_REWARD
     fields: ClassVar[Mapping[str, type]] = {"nums": list, "target": int}
     optional_fields: ClassVar[Mapping[str, type]] = {"solution": str}
 

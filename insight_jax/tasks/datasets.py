@@ -1,48 +1,60 @@
-"""Task pools on disk: array_record files with random access by global index, and JSONL loading.
+"""Task pools on disk: one array_record file with random access by global index, and JSONL loading.
 
-Storage is a real tensorflow_datasets dataset: :class:`TaskRecords` is a
-``tfds.core.GeneratorBasedBuilder`` with ``file_format="array_record"``, and pools are read back
-through tfds' ``ArrayRecordDataSource`` (``builder.as_data_source()``). tensorflow_datasets 4.9.10
-builds and reads array_record datasets without TensorFlow installed (checked; TensorFlow is not a
-dependency). Layout of one pool directory ``path``::
+A pool directory ``path`` holds two files, both written and read by this module only::
 
-    path/task_records/1.0.0/{dataset_info.json, features.json, metadata.json,
-                             task_records-records.array_record-00000-of-00001}
+    path/pool.json                               {"format": "insight_jax.task_pool", "version": 1,
+                                                  "num_records": n, "metadata": {...}}
+    path/records.array_record-00000-of-00001     record i at position i, as UTF-8 JSON
 
-Each example is ``{"index": int64, "record": JSON text}``: records of different tasks have
-different fields, so one JSON feature keeps the builder task-agnostic. Shuffling is disabled and
-the example key is the record's index, so position ``i`` in the file is global index ``i``.
+The record codec is fixed: each array_record entry is ``json.dumps(record)`` in UTF-8, and
+``pool.json`` is plain JSON. Nothing read from a pool folder names code: no class, module or
+codec is looked up from file contents, so a crafted folder can at worst fail to open (with a
+:class:`DataFormatError`), never make the project import or run anything. (Pools used to be
+tensorflow_datasets folders, whose ``features.json`` names feature classes that tfds imports on
+open; such folders are refused with an error saying to rebuild them.)
 
     source = build_pool(get_task("countdown"), num_items=4096, seed=0, data_dir="/tmp/pools")
     source[17]                   # -> {"index": 17, "nums": [...], "target": ..., ...}
     source.__getitems__([5, 3])  # -> [record 5, record 3]
 
-``data_dir`` may be any path tfds/etils understand (local or ``gs://``). Several processes should
-not build the same pool concurrently: build it on one process first, or use host-local dirs
-(generation is deterministic, so every host gets identical records).
+Pools are local directories (array_record's reader opens files by path). A pool is complete once
+``pool.json`` exists: it is written last, and both files are written under unique temporary names
+and renamed into place, so an interrupted or concurrent build never leaves a pool that opens with
+wrong records (generation is deterministic, so concurrent builders write identical files).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import operator
+import os
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
-import tensorflow_datasets as tfds
+from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 from etils import epath
 
 from insight_jax.tasks.base import Record, RecordError, Task
 
-_SPLIT = "records"  # the one tfds split of a pool (the task split is part of the pool's name)
-_VERSION = "1.0.0"
+POOL_FILE = "pool.json"
+RECORDS_FILE = "records.array_record-00000-of-00001"
+POOL_FORMAT = "insight_jax.task_pool"
+POOL_VERSION = 1
+# Files that mark a folder written by the old tensorflow_datasets-based format.
+_LEGACY_FILES = ("dataset_info.json", "features.json", "task_records")
 
-PathLike = str | epath.PathLike
+PathLike = str | os.PathLike
 
 
 class DataFormatError(ValueError):
-    """Malformed user data; the message and attributes name the file, line and field."""
+    """Malformed user data or pool files; the message and attributes name the file, line, field.
+
+    ``line`` is the 1-based line of a JSONL file, or the record position in a pool (else None).
+    """
 
     def __init__(self, message: str, path: str, line: int | None, field: str | None):
         super().__init__(message)
@@ -51,78 +63,70 @@ class DataFormatError(ValueError):
         self.field = field
 
 
-class TaskRecords(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """A pool of task records (any task), one split ``"records"``, in record-index order.
+def _temporary(path: epath.Path) -> epath.Path:
+    """A unique sibling name for writing ``path`` before renaming it into place."""
+    return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
-    Args:
-      records: the records to write, each with ``"index"`` equal to its position.
-      metadata: JSON-serialisable facts about the pool (task, config, seed, ...), saved as
-        ``metadata.json`` and returned by :attr:`RecordSource.metadata`.
-      **kwargs: ``tfds.core.DatasetBuilder`` arguments (``data_dir``, ...).
-    """
 
-    VERSION = tfds.core.Version(_VERSION)
-    RELEASE_NOTES = {_VERSION: "JSON records keyed by global index."}  # noqa: RUF012
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> None:
-        # This builder has no code-side resources (checksums, README). Returning None also avoids
-        # tfds 4.9.10's unconditional `importlib_resources` use there, a package it only declares
-        # for Python < 3.9 (tensorflow/datasets#11212): without this, building fails with
-        # "No module named 'importlib_resources'" when the builder lives in a package module.
-        return None
-
-    def __init__(
-        self,
-        *,
-        records: Iterable[Record] = (),
-        metadata: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        self._records = records
-        self._pool_metadata = dict(metadata or {})
-        super().__init__(**kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Task records for RL with verifiable rewards (insight_jax.tasks).",
-            features=tfds.features.FeaturesDict(
-                {"index": tfds.features.Scalar(np.int64), "record": tfds.features.Text()}
-            ),
-            # Keys are global indices; unshuffled, the file order is the index order.
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(self._pool_metadata),
+def _encode(record: Any, position: int) -> bytes:
+    """The fixed record codec: UTF-8 JSON of a record whose ``"index"`` is its position."""
+    index = record.get("index") if isinstance(record, Mapping) else None
+    if index != position or isinstance(index, bool):
+        raise RecordError(
+            f"record at position {position} has index {index!r}; write_records needs"
+            " records with 'index' 0..n-1 in order",
+            "index",
         )
-
-    def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
-        del dl_manager  # nothing to download
-        return {_SPLIT: self._generate_examples()}
-
-    def _generate_examples(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        for position, record in enumerate(self._records):
-            index = record.get("index") if isinstance(record, Mapping) else None
-            if index != position or isinstance(index, bool):
-                raise RecordError(
-                    f"record at position {position} has index {index!r}; write_records needs"
-                    " records with 'index' 0..n-1 in order",
-                    "index",
-                )
-            yield position, {"index": position, "record": json.dumps(record)}
+    return json.dumps(record).encode("utf-8")
 
 
-def _dataset_dir(path: PathLike) -> epath.Path:
-    """The tfds dataset directory of a pool: ``path`` itself if it holds one, else inside it."""
-    path = epath.Path(path)
-    if (path / "dataset_info.json").exists():
-        return path
-    return path / "task_records" / _VERSION
+def _decode(data: bytes, position: int, path: epath.Path) -> Record:
+    """Inverse of :func:`_encode`; checks the record is an object with its position as index."""
+    try:
+        record = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataFormatError(
+            f"{path}: record {position} is not UTF-8 JSON ({e})", str(path), position, None
+        ) from None
+    if not isinstance(record, dict) or record.get("index") != position:
+        raise DataFormatError(
+            f"{path}: record {position} must be a JSON object with 'index' {position}, got"
+            f" {record!r:.80}",
+            str(path),
+            position,
+            "index",
+        )
+    return record
 
 
 def pool_exists(path: PathLike) -> bool:
-    """True iff a complete pool was written at ``path``."""
-    return (_dataset_dir(path) / "dataset_info.json").exists()
+    """True iff a complete pool was written at ``path`` (its ``pool.json`` exists)."""
+    return (epath.Path(path) / POOL_FILE).exists()
+
+
+def _write_shard(path: epath.Path, records: Iterable[Record]) -> int:
+    """Streams ``records`` into the array_record file ``path``; returns how many were written.
+
+    Written under a temporary name and renamed, so ``path`` only ever holds a complete file.
+    """
+    tmp = _temporary(path)
+    count = 0
+    try:
+        # group_size:1: every record is its own chunk, so a random read decodes one record.
+        writer = ArrayRecordWriter(os.fspath(tmp), "group_size:1")
+        try:
+            for position, record in enumerate(records):
+                writer.write(_encode(record, position))
+                count += 1
+        finally:
+            writer.close()  # raises if the file could not be written
+        if count == 0:
+            raise ValueError("write_records needs at least one record, got none")
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return count
 
 
 def write_records(
@@ -131,49 +135,132 @@ def write_records(
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> epath.Path:
-    """Writes ``records`` (index 0..n-1 in order, JSON-serialisable) as an array_record pool.
+    """Writes ``records`` (index 0..n-1 in order, JSON-serialisable) as a pool at ``path``.
 
-    Records are streamed, so ``records`` may be a generator (pools of millions). Returns the
-    dataset directory.
+    Records are streamed, so ``records`` may be a generator (pools of millions). ``metadata``
+    (JSON-serialisable facts about the pool: task, config, seed, ...) is saved in ``pool.json``
+    and returned by :attr:`RecordSource.metadata`. Returns the pool directory.
 
     Raises:
       FileExistsError: if a pool exists at ``path`` and ``overwrite`` is False.
-      RecordError: if a record's ``"index"`` is not its position.
-      ValueError: if there are no records (tfds refuses empty splits).
+      RecordError: if a record's ``"index"`` is not its position (nothing is left on disk).
+      ValueError: if there are no records.
     """
     path = epath.Path(path)
     if pool_exists(path):
         if not overwrite:
             raise FileExistsError(f"a pool already exists at {path}; pass overwrite=True")
-        _dataset_dir(path).rmtree()
-    builder = TaskRecords(
-        records=records, metadata=metadata, data_dir=path, file_format="array_record"
-    )
-    builder.download_and_prepare()
-    return epath.Path(builder.data_dir)
+        (path / POOL_FILE).unlink()  # first, so a failed overwrite leaves no complete-looking pool
+    header = {
+        "format": POOL_FORMAT,
+        "version": POOL_VERSION,
+        "num_records": None,
+        "metadata": dict(metadata or {}),
+    }
+    json.dumps(header)  # a metadata that is not JSON-serialisable fails before any work
+    path.mkdir(parents=True, exist_ok=True)
+    header["num_records"] = _write_shard(path / RECORDS_FILE, records)
+    tmp = _temporary(path / POOL_FILE)
+    tmp.write_text(json.dumps(header, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path / POOL_FILE)
+    return path
+
+
+def _read_header(path: epath.Path) -> dict[str, Any]:
+    """Reads and checks ``pool.json``: a JSON object of the expected format, version and fields.
+
+    Raises:
+      FileNotFoundError: if ``path`` holds no pool (the message says if it is an old tfds pool).
+      DataFormatError: if ``pool.json`` is not a valid header.
+    """
+    file = path / POOL_FILE
+    if not file.exists():
+        if any((path / name).exists() for name in _LEGACY_FILES):
+            raise FileNotFoundError(
+                f"{path} holds a pool in the old tensorflow_datasets layout, which is no longer"
+                " read (its features.json names classes to import); delete it to rebuild it"
+            )
+        raise FileNotFoundError(f"no pool at {path} (expected {file})")
+    try:
+        header = json.loads(file.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataFormatError(f"{file}: not UTF-8 JSON ({e})", str(file), None, None) from None
+    if not isinstance(header, dict):
+        raise DataFormatError(f"{file}: must be a JSON object", str(file), None, None)
+    expected = {"format": POOL_FORMAT, "version": POOL_VERSION}
+    for field, value in expected.items():
+        if header.get(field) != value:
+            raise DataFormatError(
+                f"{file}: field {field!r} must be {value!r}, got {header.get(field)!r:.60}",
+                str(file),
+                None,
+                field,
+            )
+    num = header.get("num_records")
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise DataFormatError(
+            f"{file}: field 'num_records' must be an int >= 1, got {num!r:.60}",
+            str(file),
+            None,
+            "num_records",
+        )
+    if not isinstance(header.get("metadata"), dict):
+        raise DataFormatError(
+            f"{file}: field 'metadata' must be a JSON object", str(file), None, "metadata"
+        )
+    return header
 
 
 class RecordSource:
     """Random access to a pool: ``len(source)``, ``source[i]``, ``source.__getitems__(indices)``.
 
     Follows the random-access data source protocol of grain/tfds (``__len__``, ``__getitem__``,
-    ``__getitems__``). Opens the files lazily, and pickles as its path only (for data-loader
-    worker processes).
+    ``__getitems__``). Checks ``pool.json`` when built, opens the record file lazily, and pickles
+    as its path only (for data-loader worker processes).
+
+    Raises:
+      FileNotFoundError: if ``path`` holds no pool.
+      DataFormatError: if the pool's files are malformed (checked on open and on every read).
     """
 
     def __init__(self, path: PathLike):
-        self._dir = _dataset_dir(path)
-        if not (self._dir / "dataset_info.json").exists():
-            raise FileNotFoundError(f"no pool at {path} (expected {self._dir}/dataset_info.json)")
-        self._source: Any = None
-        self._metadata: dict[str, Any] | None = None
+        self._dir = epath.Path(path)
+        header = _read_header(self._dir)
+        self._num_records: int = header["num_records"]
+        self._metadata: dict[str, Any] = header["metadata"]
+        self._reader: ArrayRecordReader | None = None
 
-    def _open(self) -> Any:
-        if self._source is None:
-            builder = tfds.builder_from_directory(self._dir)
-            self._source = builder.as_data_source(split=_SPLIT)
-            self._metadata = dict(builder.info.metadata or {})
-        return self._source
+    def _damaged(self, problem: str) -> DataFormatError:
+        file = self._dir / RECORDS_FILE
+        return DataFormatError(
+            f"{file}: damaged pool ({problem}); delete {self._dir} to rebuild it",
+            str(file),
+            None,
+            None,
+        )
+
+    def _open(self) -> ArrayRecordReader:
+        if self._reader is None:
+            file = self._dir / RECORDS_FILE
+            if not file.exists():
+                raise self._damaged("the record file is missing")
+            # array_record reports unreadable files (bad framing or checksum) as RuntimeError,
+            # from the constructor, ok()/num_records() or close().
+            try:
+                # No readahead: reads are random, one record each.
+                reader = ArrayRecordReader(os.fspath(file), "readahead_buffer_size:0")
+                found = reader.num_records() if reader.ok() else None
+                if found != self._num_records:
+                    reader.close()
+            except RuntimeError as e:
+                raise self._damaged(f"unreadable: {e}") from None
+            if found != self._num_records:
+                raise self._damaged(
+                    f"{found if found is not None else 'unreadable'} records, {POOL_FILE} says"
+                    f" {self._num_records}"
+                )
+            self._reader = reader
+        return self._reader
 
     @property
     def path(self) -> epath.Path:
@@ -182,44 +269,54 @@ class RecordSource:
     @property
     def metadata(self) -> dict[str, Any]:
         """The ``metadata`` passed to :func:`write_records` (task, config, seed, ...)."""
-        self._open()
-        return dict(self._metadata or {})
+        return json.loads(json.dumps(self._metadata))  # a deep copy
 
     def __len__(self) -> int:
-        return len(self._open())
+        return self._num_records
 
     def _check(self, index: Any) -> int:
         i = operator.index(index)  # accepts numpy integers, rejects floats and slices
-        n = len(self)
+        n = self._num_records
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"index {index} out of range for a pool of {n} records")
         return i
 
+    def _read(self, positions: list[int]) -> list[Record]:
+        reader = self._open()
+        try:
+            blobs = reader.read(positions)
+        except RuntimeError as e:  # a chunk fails riegeli's checksum or framing
+            raise self._damaged(f"unreadable: {e}") from None
+        file = self._dir / RECORDS_FILE
+        return [_decode(data, i, file) for data, i in zip(blobs, positions, strict=True)]
+
     def __getitem__(self, index: int) -> Record:
-        return json.loads(self._open()[self._check(index)]["record"])
+        return self._read([self._check(index)])[0]
 
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> list[Record]:
         """Records at ``indices`` (any order, repeats allowed), in that order."""
         checked = [self._check(i) for i in np.asarray(indices, dtype=np.int64).reshape(-1).tolist()]
         if not checked:
             return []
-        return [json.loads(ex["record"]) for ex in self._open().__getitems__(checked)]
+        return self._read(checked)
 
     def __iter__(self) -> Iterator[Record]:
         for i in range(len(self)):
             yield self[i]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_dir": self._dir, "_source": None, "_metadata": None}
+        state = dict(self.__dict__)
+        state["_reader"] = None
+        return state
 
     def __repr__(self) -> str:
         return f"RecordSource({str(self._dir)!r})"
 
 
 def open_source(path: PathLike) -> RecordSource:
-    """Opens the pool written at ``path`` by :func:`write_records` (or its dataset directory)."""
+    """Opens the pool written at ``path`` by :func:`write_records`."""
     return RecordSource(path)
 
 
@@ -255,6 +352,38 @@ def build_pool(
     return source
 
 
+def _parse_jsonl(lines: IO[str], path_str: str, task: Task) -> list[Record]:
+    """The records of a JSONL text stream (rules and errors: :func:`load_jsonl`)."""
+    records: list[Record] = []
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path_str}:{line_no} (record {len(records)})"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(
+                f"{where}: invalid JSON: {e.msg} at column {e.colno}", path_str, line_no, None
+            ) from None
+        if isinstance(obj, dict):
+            obj.setdefault("index", len(records))
+            if obj["index"] != len(records) or isinstance(obj["index"], bool):
+                raise DataFormatError(
+                    f"{where}: field 'index' is {obj['index']!r} but must be the record's"
+                    f" position {len(records)} (or be omitted)",
+                    path_str,
+                    line_no,
+                    "index",
+                )
+        try:
+            task.validate_record(obj)
+        except RecordError as e:
+            field = f"field {e.field!r}: " if e.field else ""
+            raise DataFormatError(f"{where}: {field}{e}", path_str, line_no, e.field) from None
+        records.append(obj)
+    return records
+
+
 def load_jsonl(path: PathLike, task: Task) -> list[Record]:
     """Reads user records (one JSON object per line; blank lines skipped) and validates them.
 
@@ -265,36 +394,8 @@ def load_jsonl(path: PathLike, task: Task) -> list[Record]:
       DataFormatError: naming the file, the 1-based line, the record number and the field, for
         invalid JSON, a non-object line, a missing field or a field of the wrong type/value.
     """
-    path_str = str(path)
-    records: list[Record] = []
     with epath.Path(path).open("r", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path_str}:{line_no} (record {len(records)})"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(
-                    f"{where}: invalid JSON: {e.msg} at column {e.colno}", path_str, line_no, None
-                ) from None
-            if isinstance(obj, dict):
-                obj.setdefault("index", len(records))
-                if obj["index"] != len(records) or isinstance(obj["index"], bool):
-                    raise DataFormatError(
-                        f"{where}: field 'index' is {obj['index']!r} but must be the record's"
-                        f" position {len(records)} (or be omitted)",
-                        path_str,
-                        line_no,
-                        "index",
-                    )
-            try:
-                task.validate_record(obj)
-            except RecordError as e:
-                field = f"field {e.field!r}: " if e.field else ""
-                raise DataFormatError(f"{where}: {field}{e}", path_str, line_no, e.field) from None
-            records.append(obj)
-    return records
+        return _parse_jsonl(f, str(path), task)
 
 
 def write_jsonl(path: PathLike, records: Iterable[Record]) -> None:
@@ -304,11 +405,37 @@ def write_jsonl(path: PathLike, records: Iterable[Record]) -> None:
             f.write(json.dumps(record) + "\n")
 
 
+def jsonl_pool_dir(jsonl_path: PathLike, data: bytes, task: Task, data_dir: PathLike) -> epath.Path:
+    """Where :func:`pool_from_jsonl` caches the pool of a JSONL file whose bytes are ``data``.
+
+    Keyed by the SHA-256 of the bytes and the task's fingerprint (name + config, which decide
+    how the records are validated), so an edited file, or another file of the same name, gets its
+    own pool; the file's stem is kept only to make the directory recognisable.
+    """
+    digest = hashlib.sha256(data).hexdigest()[:20]
+    return epath.Path(data_dir) / (
+        f"{task.name}-{epath.Path(jsonl_path).stem}-{digest}-{task.fingerprint()}"
+    )
+
+
 def pool_from_jsonl(jsonl_path: PathLike, task: Task, data_dir: PathLike) -> RecordSource:
-    """Validates a user JSONL file, converts it to a pool under ``data_dir`` once, and opens it."""
-    path = epath.Path(data_dir) / f"{task.name}-{epath.Path(jsonl_path).stem}"
+    """Validates a user JSONL file, converts it to a pool under ``data_dir`` once, and opens it.
+
+    The file is read once: the pool's cache key (:func:`jsonl_pool_dir`) and the records come
+    from the same bytes, so a file edited meanwhile cannot pair new records with an old key.
+
+    Raises:
+      DataFormatError: as :func:`load_jsonl`, before anything is written.
+    """
+    data = epath.Path(jsonl_path).read_bytes()
+    path = jsonl_pool_dir(jsonl_path, data, task, data_dir)
     if not pool_exists(path):
-        write_records(
-            path, load_jsonl(jsonl_path, task), {"task": task.name, "source": str(jsonl_path)}
-        )
+        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")  # as open() would read it
+        records = _parse_jsonl(text, str(jsonl_path), task)
+        metadata = {
+            "task": task.name,
+            "source": str(jsonl_path),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        write_records(path, records, metadata)
     return open_source(path)
