@@ -102,8 +102,7 @@ def main():
         "phase_median_s": phase,
         "default_in_loop": {
             "select_share": phase["time_select"] / (phase["time_select"] + rest),
-            "select_and_belief_share": (phase["time_select"] + phase["time_belief_update"])
-            / sum(phase.values()),
+            "select_share_of_step": phase["time_select"] / sum(phase.values()),
         },
         "microbenchmark": [],
         "machine": {

@@ -33,16 +33,37 @@ def test_init_prior_and_padding(devices):
     assert {s.data.shape for s in sb.alpha.addressable_shards} == {(126,)}
 
 
-@pytest.mark.parametrize("bad", [dict(num_items=0), dict(alpha0=0.0), dict(beta0=float("nan"))])
-def test_init_rejects_bad_arguments(bad):
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (dict(num_items=0), ValueError),
+        (dict(num_items=2.5), TypeError),
+        (dict(num_items=10.0), TypeError),
+        (dict(num_items=True), TypeError),
+        (dict(num_items=float("nan")), TypeError),
+        (dict(alpha0=0.0), ValueError),
+        (dict(alpha0=True), TypeError),
+        (dict(beta0=float("nan")), ValueError),
+        (dict(beta0=-1), ValueError),
+    ],
+)
+def test_init_rejects_bad_arguments(bad, error):
     kwargs = dict(num_items=10, alpha0=1.0, beta0=1.0) | bad
-    with pytest.raises(ValueError, match=next(iter(bad))):
+    ((name, value),) = bad.items()
+    with pytest.raises(error, match=rf"{name} must be .*, got {value!r}"):
         init_beliefs(**kwargs)
+
+
+def test_init_accepts_numpy_integers():
+    b = init_beliefs(np.int64(5), np.float32(2.0), 3)
+    assert b.num_items == 5 and type(b.num_items) is int
+    np.testing.assert_array_equal(b.alpha, [2.0] * 5)
 
 
 @pytest.mark.parametrize("sharded", [False, True])
 def test_update_matches_reference(sharded, devices):
-    rng = np.random.default_rng()
+    seed = 11
+    rng = np.random.default_rng(seed)
     n, k, a0, b0 = 777, 8, 1.0, 2.0
     b = init_beliefs(n, a0, b0, sharding=_mesh_sharding() if sharded else None)
     alpha, beta = np.asarray(b.alpha)[:n], np.asarray(b.beta)[:n]
@@ -51,8 +72,9 @@ def test_update_matches_reference(sharded, devices):
         s = rng.integers(0, k + 1, 100).astype(np.float32)
         b = update_beliefs(b, idx, s, k, decay=lam)
         alpha, beta = reference_update(alpha, beta, idx, s, k, lam, a0, b0)
-        np.testing.assert_allclose(np.asarray(b.alpha)[:n], alpha, rtol=1e-6)
-        np.testing.assert_allclose(np.asarray(b.beta)[:n], beta, rtol=1e-6)
+        msg = f"seed={seed} decay={lam}"
+        np.testing.assert_allclose(np.asarray(b.alpha)[:n], alpha, rtol=1e-6, err_msg=msg)
+        np.testing.assert_allclose(np.asarray(b.beta)[:n], beta, rtol=1e-6, err_msg=msg)
     if sharded:
         assert b.alpha.sharding.spec == P("data")
         np.testing.assert_array_equal(np.asarray(b.alpha)[n:], a0)  # padding untouched
@@ -67,8 +89,9 @@ def test_fractional_successes_update():
 @pytest.mark.parametrize(
     "indices, successes, k, decay, message",
     [
-        ([0, 10], [1, 1], 4, 1.0, "out of range"),
-        ([-1, 2], [1, 1], 4, 1.0, "out of range"),
+        ([0, 10], [1, 1], 4, 1.0, r"indices\[1\] = 10 is out of range: allowed \[0, 10\)"),
+        ([-1, 2], [1, 1], 4, 1.0, r"indices\[0\] = -1 is out of range: allowed \[0, 10\)"),
+        ([[0, 1]], [[1, 1]], 4, 1.0, "indices must be 1-D"),
         ([1, 1], [1, 2], 4, 1.0, "duplicate"),
         ([0, 1], [5, 1], 4, 1.0, r"\[0, K=4\]"),
         ([0, 1], [-1, 1], 4, 1.0, r"\[0, K=4\]"),
@@ -77,13 +100,17 @@ def test_fractional_successes_update():
         ([0, 1], [1, 1], 4, 1.5, "decay"),
         ([0, 1], [1, 1, 1], 4, 1.0, "shape"),
         ([0.5, 1], [1, 1], 4, 1.0, "integers"),
-        ([0, 1], [1, 1], 0, 1.0, "num_rollouts"),
+        ([0, 1], [1, 1], 0, 1.0, "num_rollouts must be an integer >= 1, got 0"),
+        ([0, 1], [1, 1], 4.0, 1.0, r"num_rollouts must be an integer >= 1, got 4\.0"),
+        ([0, 1], [1, 1], True, 1.0, "num_rollouts must be an integer >= 1, got True"),
+        ([0, 1], [1, 1], 4, True, r"decay \(lambda\) must be a number in \(0, 1\], got True"),
+        ([0, 1], [1, 1], 4, float("nan"), r"decay \(lambda\) must be in \(0, 1\], got nan"),
     ],
 )
 def test_update_validation_raises_before_any_change(indices, successes, k, decay, message):
     b = update_beliefs(init_beliefs(10), [3], [2], 4)
     before = (np.asarray(b.alpha).copy(), np.asarray(b.beta).copy())
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         update_beliefs(b, indices, successes, k, decay)
     # Nothing was donated or changed: the old state is intact and usable.
     np.testing.assert_array_equal(b.alpha, before[0])

@@ -177,9 +177,25 @@ def _batch():
     return lp, old, adv, mask, ref, ent
 
 
+def _cfg(**overrides):
+    """A GRPOConfig with the paper's settings (METHOD.md), overridden where a test says."""
+    base = dict(
+        clip_low=0.2,
+        clip_high=0.28,
+        aggregation="token_mean",
+        kl_coef=0.0,
+        kl_kind="k3",
+        entropy_coef=0.001,
+        normalize_std=True,
+        num_minibatches=1,
+        num_ppo_epochs=1,
+    )
+    return grpo.GRPOConfig(**(base | overrides))
+
+
 def test_objective_combines_terms():
     lp, old, adv, mask, ref, ent = _batch()
-    cfg = grpo.GRPOConfig(kl_coef=0.05, entropy_coef=0.01, aggregation="sequence_mean")
+    cfg = _cfg(kl_coef=0.05, entropy_coef=0.01, aggregation="sequence_mean")
     loss, aux = grpo.grpo_objective(lp, old, adv, mask, cfg, ref_logprobs=ref, entropy=ent)
     pg, _ = grpo.policy_loss(lp, old, adv, mask, aggregation="sequence_mean")
     kl = grpo.kl_penalty(lp, ref, mask, aggregation="sequence_mean")
@@ -191,8 +207,8 @@ def test_objective_combines_terms():
         grpo.grpo_objective(lp, old, adv, mask, cfg, entropy=ent)
     with pytest.raises(ValueError, match="entropy"):
         grpo.grpo_objective(lp, old, adv, mask, cfg, ref_logprobs=ref)
-    # Defaults (paper): no KL term, so ref_logprobs is not needed.
-    loss, aux = grpo.grpo_objective(lp, old, adv, mask, grpo.GRPOConfig(), entropy=ent)
+    # The paper's settings: no KL term, so ref_logprobs is not needed.
+    loss, aux = grpo.grpo_objective(lp, old, adv, mask, _cfg(), entropy=ent)
     assert "kl" not in aux
 
 
@@ -200,7 +216,7 @@ def test_zero_variance_group_gives_zero_gradient():
     # Group 0 all correct, group 1 informative; rows 0, 1 belong to group 0.
     adv = grpo.group_advantages(jnp.array([[1.0, 1.0], [0.0, 1.0]])).reshape(-1)
     lp, old, _, mask, _, _ = _batch()
-    cfg = grpo.GRPOConfig(entropy_coef=0.0)
+    cfg = _cfg(entropy_coef=0.0)
     g = jax.grad(lambda x: grpo.grpo_objective(x, old, adv, mask, cfg)[0])(lp)
     g = np.asarray(g)
     assert np.all(g[:2] == 0.0)
@@ -209,17 +225,17 @@ def test_zero_variance_group_gives_zero_gradient():
 
 def test_config_validation():
     with pytest.raises(KeyError):
-        grpo.GRPOConfig(aggregation="bogus")
+        _cfg(aggregation="bogus")
     with pytest.raises(KeyError):
-        grpo.GRPOConfig(kl_kind="k9")
+        _cfg(kl_kind="k9")
     with pytest.raises(ValueError):
-        grpo.GRPOConfig(clip_low=1.5)
-    hash(grpo.GRPOConfig())  # static jit argument
+        _cfg(clip_low=1.5)
+    hash(_cfg())  # static jit argument
 
 
 def test_objective_jits_once():
     lp, old, adv, mask, _, ent = _batch()
-    cfg = grpo.GRPOConfig()
+    cfg = _cfg()
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -268,7 +284,7 @@ def test_optimizer_clip_then_adamw_hand_computed():
 
 def test_optimizer_weight_decay_and_schedule():
     # Zero gradient: Adam's step is 0, only decoupled decay -lr * wd * p remains.
-    opt = grpo.make_optimizer(0.01, weight_decay=0.1)
+    opt = grpo.make_optimizer(0.01, weight_decay=0.1, grad_clip=1.0)
     params = {"w": jnp.array([3.0, -1.0])}
     updates, _ = opt.update({"w": jnp.zeros(2)}, opt.init(params), params)
     np.testing.assert_allclose(np.asarray(updates["w"]), [-0.01 * 0.1 * 3.0, 0.01 * 0.1], rtol=1e-6)

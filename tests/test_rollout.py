@@ -164,8 +164,32 @@ def test_sharded_equals_unsharded(model, prompts, rollout, devices):
 def test_no_retrace_on_second_call(model, prompts):
     tokens, lengths = prompts
     settings = dict(max_new_tokens=5, num_samples=3, temperature=1.0)
-    before = ro.TRACE_COUNTS["sample"]
     ro.sample(model, tokens, lengths, jax.random.key(0), **settings)
+    fn = ro._jitted(
+        ro._cached_impl,
+        nnx.graphdef(model),
+        ro.SamplingSettings(**settings, top_p=1.0, eos_id=None, pad_id=0),
+        None,
+        tuple(tuple(r) for r in shd.DEFAULT_RULES),
+    )
+    assert fn._cache_size() == 1
     other = encode_batch(TOK, ["x", "yy", "zzz", "w"], max_len=tokens.shape[1])
     ro.sample(model, *other, jax.random.key(1), **settings)
-    assert ro.TRACE_COUNTS["sample"] == before + 1
+    assert fn._cache_size() == 1  # same shapes and settings: no second trace
+
+
+def test_dense_engine_is_the_sampler(model, prompts):
+    """The trainer's engine returns exactly `sample`'s rollout (host prompts placed on the
+    mesh by the engine, parameters as the learner keeps them)."""
+    mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    settings = ro.SamplingSettings(
+        max_new_tokens=5, num_samples=2, temperature=1.0, top_p=0.9, eos_id=None, pad_id=0
+    )
+    engine = ro.make_rollout_engine("dense", nnx.graphdef(model), settings, mesh, shd.DEFAULT_RULES)
+    tokens, lengths = (np.asarray(x) for x in prompts)
+    got = engine.generate(nnx.state(model), tokens, lengths, jax.random.key(3))
+    want = ro.sample(model, *prompts, jax.random.key(3), max_new_tokens=5, num_samples=2, top_p=0.9)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_allclose(got.logprobs, want.logprobs, atol=2e-5)
+    with pytest.raises(ValueError, match="unknown rollout engine"):
+        ro.make_rollout_engine("paged", nnx.graphdef(model), settings, mesh, shd.DEFAULT_RULES)

@@ -270,9 +270,17 @@ DRIFTING = mixture_params("balanced", learning_rate=0.2, decay=0.9, drift_std=0.
 
 
 def test_default_path_matches_the_recorded_pre_memorisation_run():
+    """A tolerance check, not bit equality: another XLA version or CPU may fuse or contract
+    (FMA) the float32 arithmetic differently, which moves these values by a few ulps per step.
+    rtol = 1e-5 leaves ~100x float32 rounding (eps 6e-8) for 12 steps of sums over 128 held-out
+    prompts, and is ~20x below the smallest model change tried: learning_rate 0.2 -> 0.199 moves
+    the accuracy by 1.1e-4 (2e-4 relative) and the skill by 1.2e-3; another scorer
+    (expected_difficulty) by 2.4e-3 and 3e-2. The batch indices stay exact: rounding cannot
+    reorder them (perturbing every insight score by up to 1% leaves all 12 batches unchanged),
+    so a changed batch is a changed selector."""
     out = _np(simulate(BASE, PARAMS, 3))
-    np.testing.assert_array_equal(out.accuracy, np.float32(GOLDEN_ACCURACY))
-    np.testing.assert_array_equal(out.skill, np.float32(GOLDEN_SKILL))
+    np.testing.assert_allclose(out.accuracy, GOLDEN_ACCURACY, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(out.skill, GOLDEN_SKILL, rtol=1e-5, atol=0)
     np.testing.assert_array_equal(out.indices[-1], GOLDEN_LAST_BATCH)
     assert out.train_accuracy is None  # the memorisation state and output are absent
 

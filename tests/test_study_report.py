@@ -18,19 +18,19 @@ WARM = 7  # warm-start steps: RL step s is logged as step WARM + s
 def _write_run(workdir: Path, curve, rollouts_per_step, eval_every=10, times=None, zero_var=False):
     """A finished run's files as train_and_evaluate writes them (evals at RL steps 0, 10, ...)."""
     workdir.mkdir(parents=True)
-    rows = [{"step": s, "sft_loss": 1.0} for s in range(WARM)]
+    rows = [{"step": s + 1, "sft_loss": 1.0} for s in range(WARM)]
     n_steps = eval_every * (len(curve) - 1)
     for s in range(n_steps):
         t = times or {}
         rows.append(
             {
-                "step": WARM + s,
+                "step": WARM + s + 1,  # the state after the step
                 "reward_mean": 0.5,
                 "rollouts": float(rollouts_per_step[s]),
                 "time_select": t.get("time_select", 0.001),
                 "time_rollout": t.get("time_rollout", 0.1),
                 "time_update": t.get("time_update", 0.2),
-                "time_belief_update": t.get("time_belief_update", 0.002),
+                "time_verify": t.get("time_verify", 0.002),
                 **({"zero_var_frac": float(s >= 60)} if zero_var else {}),
             }
         )
@@ -78,10 +78,10 @@ def test_load_and_summarize(tmp_path):
     table = report.markdown_table(out, ["random", "fast"])
     assert table.count("\n") == 3 and "| fast |" in table
     # zero_var_frac is 1 from RL step 60 on: 40% of all steps, all of the last 40%.
-    assert "| fast | 1.0 | 100 | 200 | 2.0 | 0.33% | 40% / 100% | - |" in report.time_table(
+    assert "| fast | 1.0 | 100 | 2.0 | 200 | 0.33% | 40% / 100% | - |" in report.time_table(
         out, ["fast"]
     )
-    assert "| random | 1.0 | 100 | 200 | 2.0 | 0.33% | - | - |" in report.time_table(out)
+    assert "| random | 1.0 | 100 | 2.0 | 200 | 0.33% | - | - |" in report.time_table(out)
 
 
 def test_variant_with_fewer_seeds_is_paired_on_its_seeds(tmp_path):

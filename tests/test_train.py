@@ -57,6 +57,14 @@ def test_smoke_run_on_fake_mesh(tmp_path, devices, monkeypatch):
     assert evals == [config.warmstart.steps, config.warmstart.steps + 3, total]
 
 
+def _records_without_times(workdir):
+    """metrics.jsonl line by line (not merged by step), wall times left out."""
+    return [
+        {k: v for k, v in json.loads(line).items() if not k.startswith("time_")}
+        for line in (workdir / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
 def _rl_records(workdir):
     drop = ("time_", "eval_")  # wall times differ; compare what was learned
     return [
@@ -162,6 +170,13 @@ def test_dynamic_sampling_counts_every_rollout(tmp_path, devices):
     beliefs = np.load(tmp_path / "final_beliefs.npz")
     assert beliefs["alpha"].shape == (40,)
     assert (beliefs["alpha"] + beliefs["beta"] - 2).sum() == pytest.approx(summary["rollouts"])
+
+
+def test_mixed_groups():
+    from insight_jax.rl.rl_step import mixed_groups
+
+    r = np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 1], [0.1, 0.1, 0.1, 0.1], [0.1, 0, 0, 0]])
+    np.testing.assert_array_equal(mixed_groups(r), [False, False, True, False, True])
 
 
 def test_dynamic_sampling_needs_the_random_scorer():
@@ -332,7 +347,7 @@ def test_a_workdir_refuses_another_run_a_second_process_and_repairs_damage(tmp_p
     config.checkpoint.max_to_keep = 3
     first = train_and_evaluate(config, tmp_path / "run")
     run = tmp_path / "run"
-    lines = (run / "metrics.jsonl").read_text().splitlines()
+    before = _records_without_times(run)
 
     other_seed = _load_config()
     other_seed.seed = 1
@@ -357,6 +372,7 @@ def test_a_workdir_refuses_another_run_a_second_process_and_repairs_damage(tmp_p
     victim.write_bytes(bytes(raw))
     again = train_and_evaluate(config, run)
     assert (run / "checkpoints" / f"{total}.damaged").exists()
-    assert (run / "metrics.jsonl").read_text().splitlines() == lines
+    after = _records_without_times(run)
+    assert after == before and len(after) == config.warmstart.steps + config.rl.steps
     for key in ("eval_accuracy_after", "prompts_seen", "rollouts"):
         assert again[key] == first[key]

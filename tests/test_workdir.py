@@ -186,12 +186,11 @@ def test_claim_rejects_values_json_cannot_hold(tmp_path):
     assert not (tmp_path / "config.json").exists()
 
 
-def test_resume_safe_keys_are_the_declared_list():
-    assert wd.RESUME_SAFE_KEYS == (
-        "rl.steps",
-        "eval.every",
-        "checkpoint.every",
-        "checkpoint.max_to_keep",
-        "warmstart.cache_dir",
-        "log.verbose",
-    )
+def test_resume_safe_keys_name_real_config_keys():
+    """A resume-safe key that no config has would silently allow nothing: every one must be a
+    key of the shipped configs."""
+    from configs import arithmetic_tiny
+
+    flat = wd.flatten(arithmetic_tiny.get_config().to_dict())
+    assert set(wd.RESUME_SAFE_KEYS) <= set(flat), set(wd.RESUME_SAFE_KEYS) - set(flat)
+    assert "seed" not in wd.RESUME_SAFE_KEYS and "selection.scorer" not in wd.RESUME_SAFE_KEYS

@@ -23,6 +23,7 @@ from insight_jax.rl import grpo as grpo_lib
 from insight_jax.rl.rollout import RolloutEngine, SamplingSettings, make_rollout_engine
 from insight_jax.rl.state import TrainState
 from insight_jax.rl.steps import StepFns, StepSettings, make_step_fns, opt_state_shardings
+from insight_jax.rl.validate import as_rules
 from insight_jax.selection import Scorer, get_scorer, init_beliefs, init_scores, pool_shard
 from insight_jax.tasks import get_task
 from insight_jax.tasks.base import Task
@@ -108,7 +109,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     prompt_len = c.task.max_prompt_len or 1 + max(
         len(task.prompt(pool[i])) for i in range(len(pool))
     )
-    rules = tuple(tuple(r) for r in c.mesh.rules)
+    rules = as_rules(c.mesh.rules)  # tuples, also when read back from config.json
     mesh = shd.make_mesh(tuple(c.mesh.shape), tuple(c.mesh.axes))
     model_config = TransformerConfig.preset(
         c.model.preset, vocab_size=tokenizer.vocab_size, **to_dict(c.model.overrides)

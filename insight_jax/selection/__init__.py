@@ -20,11 +20,11 @@ from insight_jax.selection.scores import (
     get_scorer,
     insight_score,
     insight_weight,
+    scorer_defaults,
 )
 from insight_jax.selection.select import (
     Shard,
     draw_candidates,
-    dynamic_sampling_mask,
     init_scores,
     pool_shard,
     rescore,
@@ -43,7 +43,6 @@ __all__ = [
     "beta_binomial_pmf",
     "beta_entropy",
     "draw_candidates",
-    "dynamic_sampling_mask",
     "get_scorer",
     "init_beliefs",
     "init_scores",
@@ -52,6 +51,7 @@ __all__ = [
     "mutual_information",
     "pool_shard",
     "rescore",
+    "scorer_defaults",
     "select_batch",
     "successes_from_rewards",
     "take",

@@ -47,6 +47,43 @@ class Beliefs:
         return self.alpha + self.beta
 
 
+def _check_int(name: str, value, minimum: int = 1) -> int:
+    """`value` as an int if it is an integer (Python or numpy, not a bool) >= minimum.
+
+    Raises TypeError for a non-integer type (2.5, 4.0, np.float32(4), True) and ValueError for
+    an integer below `minimum`; both name the argument, the value and what is allowed.
+    """
+    allowed = f"an integer >= {minimum}"
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return int(value)
+
+
+def _check_indices(num_items: int, indices, name: str = "indices") -> np.ndarray:
+    """Host-side check of concrete prompt indices: 1-D integers, in [0, num_items), distinct.
+
+    Returns them as an int32 numpy array; raises ValueError naming the first bad entry.
+    """
+    idx = np.asarray(indices)
+    if idx.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {idx.shape}")
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got dtype {idx.dtype}")
+    bad = np.flatnonzero((idx < 0) | (idx >= num_items))
+    if bad.size:
+        raise ValueError(
+            f"{name}[{bad[0]}] = {idx[bad[0]]} is out of range: allowed [0, {num_items})"
+        )
+    uniq, counts = np.unique(idx, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(
+            f"duplicate {name} (each must appear once): {uniq[counts > 1][:5].tolist()}"
+        )
+    return idx.astype(np.int32)
+
+
 def _padded_size(num_items: int, sharding: jax.sharding.Sharding | None) -> int:
     """num_items rounded up to a multiple of the number of shards along dimension 0."""
     if sharding is None:
@@ -68,12 +105,12 @@ def init_beliefs(
     With `sharding` (e.g. NamedSharding(mesh, P("data"))) the arrays are created directly on the
     devices, shard by shard, padded to a multiple of the shard count.
     """
-    if isinstance(num_items, bool) or int(num_items) != num_items or num_items < 1:
-        raise ValueError(f"num_items must be a positive integer, got {num_items!r}")
+    num_items = _check_int("num_items", num_items)
     for name, v in (("alpha0", alpha0), ("beta0", beta0)):
+        if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.number):
+            raise TypeError(f"{name} must be a finite positive number, got {v!r}")
         if not (np.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a finite positive number, got {v!r}")
-    num_items = int(num_items)
     size = _padded_size(num_items, sharding)
     make = functools.partial(
         lambda a0, b0: (
@@ -120,24 +157,17 @@ def validate_update(
 
     Raises ValueError naming the first problem found. Called before any state changes.
     """
-    if isinstance(num_rollouts, bool) or int(num_rollouts) != num_rollouts or num_rollouts < 1:
-        raise ValueError(f"num_rollouts must be a positive integer, got {num_rollouts!r}")
-    if not (isinstance(decay, int | float | np.floating) and 0.0 < float(decay) <= 1.0):
+    num_rollouts = _check_int("num_rollouts", num_rollouts)
+    if isinstance(decay, bool | np.bool_) or not isinstance(decay, int | float | np.number):
+        raise TypeError(f"decay (lambda) must be a number in (0, 1], got {decay!r}")
+    if not 0.0 < float(decay) <= 1.0:
         raise ValueError(f"decay (lambda) must be in (0, 1], got {decay!r}")
-    idx = np.asarray(indices)
     s = np.asarray(successes)
-    if idx.ndim != 1:
-        raise ValueError(f"indices must be 1-D, got shape {idx.shape}")
-    if s.shape != idx.shape:
-        raise ValueError(f"successes shape {s.shape} does not match indices shape {idx.shape}")
-    if idx.size and not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"indices must be integers, got dtype {idx.dtype}")
-    bad = np.flatnonzero((idx < 0) | (idx >= num_items))
-    if bad.size:
-        raise ValueError(f"index out of range [0, {num_items}): indices[{bad[0]}] = {idx[bad[0]]}")
-    uniq, counts = np.unique(idx, return_counts=True)
-    if np.any(counts > 1):
-        raise ValueError(f"duplicate indices in one update: {uniq[counts > 1][:5].tolist()}")
+    if np.ndim(indices) == 1 and s.shape != np.shape(indices):
+        raise ValueError(
+            f"successes shape {s.shape} does not match indices shape {np.shape(indices)}"
+        )
+    idx = _check_indices(num_items, indices)
     s = s.astype(np.float64)
     nan = np.flatnonzero(~np.isfinite(s))
     if nan.size:
@@ -147,7 +177,7 @@ def validate_update(
         raise ValueError(
             f"successes must lie in [0, K={num_rollouts}]: successes[{out[0]}] = {s[out[0]]}"
         )
-    return idx.astype(np.int32), s.astype(np.float32)
+    return idx, s.astype(np.float32)
 
 
 @functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("num_rollouts",))

@@ -32,7 +32,7 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from insight_jax.selection.beliefs import Beliefs
+from insight_jax.selection.beliefs import Beliefs, _check_indices, _check_int
 from insight_jax.selection.scores import Scorer
 
 _LOWEST = float(np.finfo(np.float32).min)
@@ -114,7 +114,9 @@ def draw_candidates(key: jax.Array, num_items: int, num_candidates: int) -> jax.
     replacement). If fewer than Mhat are distinct (rare), or for larger Mhat, it falls back to
     the top Mhat of i.i.d. random priorities over the whole pool.
     """
-    if not 1 <= num_candidates <= num_items:
+    num_items = _check_int("num_items", num_items)
+    num_candidates = _check_int("num_candidates", num_candidates)
+    if num_candidates > num_items:
         raise ValueError(f"num_candidates must be in [1, {num_items}], got {num_candidates}")
     k_stream, k_dense = jax.random.split(key)
 
@@ -171,8 +173,9 @@ def select_batch(
     Args:
       key: PRNG key for the candidate draw and stochastic scorers.
       beliefs: the pool's Beliefs (sharded or not).
-      batch_size: M.
-      num_candidates: Mhat; >= num_items means the whole pool.
+      batch_size: M, an integer (Python or numpy; not a float or bool) in
+        [1, min(num_items, num_candidates)].
+      num_candidates: Mhat, an integer >= 1; >= num_items means the whole pool.
       scorer: a Scorer from get_scorer.
       scores: optional cached scores (init_scores/rescore) of a deterministic scorer; used
         instead of rescoring.
@@ -180,7 +183,9 @@ def select_batch(
         explicitly when calling under an outer jit).
     """
     num_items = beliefs.num_items
-    if not 1 <= batch_size <= min(num_items, num_candidates):
+    batch_size = _check_int("batch_size", batch_size)
+    num_candidates = _check_int("num_candidates", num_candidates)
+    if not batch_size <= min(num_items, num_candidates):
         raise ValueError(
             f"batch_size must be in [1, min(num_items={num_items}, "
             f"num_candidates={num_candidates})], got {batch_size}"
@@ -195,8 +200,8 @@ def select_batch(
         key,
         beliefs,
         scores,
-        batch_size=int(batch_size),
-        num_candidates=int(min(num_candidates, num_items)),
+        batch_size=batch_size,
+        num_candidates=min(num_candidates, num_items),
         scorer=scorer,
         shard=shard,
     )
@@ -238,15 +243,20 @@ def rescore(
 
     Only the M updated beliefs change per step, so this costs O(M) instead of O(N). `scores` is
     donated (updated in place); the result equals init_scores(beliefs, scorer).
+
+    `indices` must be 1-D, distinct integers in [0, beliefs.num_items). Concrete indices (numpy,
+    lists, jax arrays) are checked on the host first (a device array is fetched with an explicit
+    jax.device_get: one O(M) transfer and a sync) and a bad one raises ValueError before
+    anything is donated. Traced indices (rescore called under an outer jit) cannot be checked:
+    there they follow jnp indexing (a negative index counts from the end, one past the end is
+    clamped when read and dropped when written) and duplicates are undefined, so a jitted
+    caller must pass indices that select_batch returned.
     """
     if not scorer.deterministic:
         raise ValueError(f"only deterministic scorers can be cached, not {scorer.name!r}")
+    if not isinstance(indices, jax.core.Tracer):
+        host = jax.device_get(indices) if isinstance(indices, jax.Array) else indices
+        _check_indices(beliefs.num_items, host)
     if shard is None and not isinstance(scores, jax.core.Tracer):
         shard = pool_shard(scores)
     return _rescore(scores, beliefs, jnp.asarray(indices, jnp.int32), scorer=scorer, shard=shard)
-
-
-def dynamic_sampling_mask(rewards: jax.Array) -> jax.Array:
-    """DAPO dynamic sampling: keep a group iff its K rewards are not all equal. [G, K] -> [G]."""
-    rewards = jnp.asarray(rewards)
-    return jnp.any(rewards != rewards[:, :1], axis=1)

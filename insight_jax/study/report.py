@@ -34,7 +34,8 @@ import numpy as np
 from insight_jax.metrics import read_metrics_jsonl
 from insight_jax.study import stats
 
-TIME_KEYS = ("time_select", "time_rollout", "time_update", "time_belief_update")
+# Phases of an RL step (insight_jax/rl/rl_step.py); the belief update is part of time_update.
+TIME_KEYS = ("time_select", "time_rollout", "time_verify", "time_update")
 
 
 @dataclass
@@ -74,7 +75,8 @@ def read_run(workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[st
     rows = read_metrics_jsonl(workdir / "metrics.jsonl")
     evals = [(r["step"] - warm, r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
     train = [r for r in rows if "reward_mean" in r]
-    rl_steps = np.array([r["step"] - warm for r in train])
+    # A train record at step t is the step that made state t: RL step t - warm - 1 (0-based).
+    rl_steps = np.array([r["step"] - warm - 1 for r in train])
     spent = np.array([r.get("rollouts", 0.0) for r in train])
     steps = np.array([s for s, _ in evals], dtype=float)
     acc = np.array([a for _, a in evals], dtype=float)
@@ -252,7 +254,7 @@ def time_table(summary: dict[str, Any], order: list[str] | None = None) -> str:
     variants = summary["variants"]
     names = [n for n in (order or sorted(variants)) if n in variants]
     lines = [
-        "| method | select ms | rollout ms | update ms | belief update ms | select share "
+        "| method | select ms | rollout ms | verify ms | update ms | select share "
         "| zero-variance groups (all / last 40%) | mean evidence of the batch (last 40%) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -270,7 +272,7 @@ def time_table(summary: dict[str, Any], order: list[str] | None = None) -> str:
         ev = f"{sel['sel_mean_evidence_last40']:.1f}" if "sel_mean_evidence_last40" in sel else "-"
         lines.append(
             f"| {n} | {1e3 * t['time_select']:.1f} | {1e3 * t['time_rollout']:.0f} "
-            f"| {1e3 * t['time_update']:.0f} | {1e3 * t['time_belief_update']:.1f} "
+            f"| {1e3 * t['time_verify']:.1f} | {1e3 * t['time_update']:.0f} "
             f"| {100 * t['time_select'] / total:.2f}% | {zv} | {ev} |"
         )
     return "\n".join(lines)
