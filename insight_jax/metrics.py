@@ -5,10 +5,9 @@ Layout of a workdir written by `MetricWriter`:
     workdir/tb/events.out.tfevents.*   TensorBoard (tensorboardX)
     workdir/metrics.jsonl              one JSON object per write: {"step": int, "<key>": float, ...}
 
-Logging must not stall the device: a jitted step returns jax arrays immediately (async
-dispatch), and reading them forces the host to wait for that step. `DeferredWriter` therefore
-writes step t-1's metrics right after step t has been dispatched (maxtext `metric_logger.py`),
-so the device always has the next step queued while the host converts and writes.
+The trainer fetches a step's metrics once, with its other outputs (an RL step's host stages
+need the device results anyway: indices to fetch prompts, tokens to verify), so writing them
+costs no extra device sync.
 """
 
 from __future__ import annotations
@@ -153,39 +152,6 @@ class MetricWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class DeferredWriter:
-    """Holds step t's metrics until step t+1 is dispatched, then checks and writes them.
-
-        for step in range(n):
-            state, metrics = train_step(state, batch)   # async: returns before the device is done
-            deferred.push(step, metrics)                # writes step-1 (already finished or close)
-        deferred.flush()                                # the last step
-
-    With check_finite=True every process checks the previous step's metrics (all hosts then raise
-    FloatingPointError together, one step late); only the wrapped writer's process writes.
-    """
-
-    def __init__(self, writer: MetricWriter, *, check_finite: bool = True):
-        self.writer = writer
-        self.check_finite = check_finite
-        self._pending: tuple[int, Mapping[str, Any]] | None = None
-
-    def push(self, step: int, metrics: Mapping[str, Any]) -> None:
-        """Write the previously pushed step, then hold this one."""
-        self.flush()
-        self._pending = (int(step), metrics)
-
-    def flush(self) -> None:
-        """Write the held step now (end of training, before eval, checkpointing or exit)."""
-        if self._pending is None:
-            return
-        step, metrics = self._pending
-        self._pending = None
-        if self.check_finite:
-            check_finite(metrics, step)
-        self.writer.write_scalars(step, metrics)
 
 
 # ----------------------------------------------------------------------------------- reading

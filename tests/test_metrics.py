@@ -1,4 +1,4 @@
-"""MetricWriter (JSON lines + TensorBoard), DeferredWriter, NaN checks, reading and plotting."""
+"""MetricWriter (JSON lines + TensorBoard), NaN checks, reading and plotting."""
 
 import io
 import json
@@ -55,27 +55,6 @@ def test_check_finite_names_keys_and_step():
     assert "ok" not in str(e.value)
     with pytest.raises(FloatingPointError, match="vec"):
         metrics.check_finite({"vec": jnp.array([1.0, -jnp.inf])}, step=0)
-
-
-def test_deferred_writer_writes_previous_step(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    w = metrics.MetricWriter(tmp_path, enabled=True, tensorboard=False)
-    d = metrics.DeferredWriter(w)
-    d.push(0, {"loss": jnp.float32(3.0)})
-    w.flush()
-    assert path.read_text() == ""  # step 0 is held until step 1 is dispatched
-    d.push(1, {"loss": jnp.float32(2.0)})
-    w.flush()
-    assert [r["step"] for r in metrics.read_metrics_jsonl(path)] == [0]
-    d.flush()
-    w.flush()
-    assert [r["loss"] for r in metrics.read_metrics_jsonl(path)] == [3.0, 2.0]
-    # NaN at step 2 surfaces when step 3 is pushed, naming step 2; nothing non-finite is written.
-    d.push(2, {"loss": jnp.float32(jnp.nan)})
-    with pytest.raises(FloatingPointError, match="step 2"):
-        d.push(3, {"loss": jnp.float32(1.0)})
-    w.close()
-    assert [r["step"] for r in metrics.read_metrics_jsonl(path)] == [0, 1]
 
 
 def test_read_metrics_truncated_last_line_and_merge(tmp_path):

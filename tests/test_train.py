@@ -106,6 +106,7 @@ def test_warm_start_cache_reproduces_the_uncached_run(tmp_path, devices):
     assert cache_of(other, "fifth") != entry
 
 
+@pytest.mark.slow  # ~1 min: two warm starts; guards a GPU-only race (CPU runs are deterministic)
 def test_a_run_that_loses_the_warm_start_race_trains_from_the_winner(
     tmp_path, devices, monkeypatch
 ):

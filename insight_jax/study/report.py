@@ -2,7 +2,7 @@
 
 A sweep directory (launch/sweep.py) holds one workdir per row, named by the row's varying keys:
 ``<method>[,key=value...],seed=<s>``, e.g. ``insight,seed=3`` or
-``insight,seed=1,selection.params.mu=0.1``. A *variant* is a row name without its seed; the
+``insight,seed=1,selection.params.insight.mu=0.1``. A *variant* is a row name without its seed; the
 seeds of a variant are its replicates. From each finished workdir (summary.json has
 ``eval_accuracy_after``) we read metrics.jsonl:
 
