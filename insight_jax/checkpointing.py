@@ -346,6 +346,19 @@ class Checkpointer:
         return self.directory / str(step)
 
 
+def committed_steps(directory: str | os.PathLike) -> list[int]:
+    """Steps under `directory` whose save finished (commit marker), ascending; reads the
+    listing only (no orbax manager, nothing moved), so a caller can look before it commits."""
+    directory = epath.Path(directory)
+    if not directory.exists():
+        return []
+    return sorted(
+        int(p.name)
+        for p in directory.iterdir()
+        if p.name.isdigit() and (p / COMMIT_MARKER).exists()
+    )
+
+
 def _as_abstract(x: Any) -> Any:
     if isinstance(x, jax.Array):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)

@@ -8,7 +8,6 @@ jax, absl INFO) go to DIR/train.log (--verbose_logs shows them on the terminal t
 """
 
 import logging as py_logging
-from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -22,22 +21,18 @@ flags.DEFINE_bool("verbose_logs", False, "Show library INFO logs on the terminal
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _route_logs(workdir: str, verbose: bool) -> None:
-    """INFO and above into WORKDIR/train.log; only warnings (or everything) on the terminal."""
-    path = Path(workdir)
-    path.mkdir(parents=True, exist_ok=True)
+def _route_logs(verbose: bool) -> None:
+    """absl INFO records reach Python's loggers (train_and_evaluate writes them to train.log);
+    the terminal shows only warnings unless --verbose_logs."""
     logging.set_verbosity(logging.INFO)
-    handler = py_logging.FileHandler(path / "train.log")
-    handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    py_logging.getLogger().addHandler(handler)
     logging.get_absl_handler().setLevel(py_logging.INFO if verbose else py_logging.WARNING)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    _route_logs(FLAGS.workdir, FLAGS.verbose_logs)
-    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    _route_logs(FLAGS.verbose_logs)
+    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, log_file="train.log")
     print("\n== summary ==")
     for key, value in summary.items():
         print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")

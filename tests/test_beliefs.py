@@ -1,12 +1,19 @@
 """Belief initialisation, the conjugate update with forgetting, and its input validation."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from insight_jax.selection import init_beliefs, successes_from_rewards, update_beliefs
+from insight_jax.selection import (
+    Beliefs,
+    apply_update,
+    init_beliefs,
+    successes_from_rewards,
+    update_beliefs,
+)
 
 
 def _mesh_sharding():
@@ -126,3 +133,24 @@ def test_successes_from_rewards_rules():
         successes_from_rewards(r, "median")
     with pytest.raises(ValueError, match="NaN"):
         successes_from_rewards(np.array([[np.nan, 1.0]]))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_apply_update_with_a_validity_mask(seed):
+    """Rows marked invalid (padding) are dropped; valid rows follow the closed form."""
+    rng = np.random.default_rng(seed)
+    n, k, decay = 50, 8, 0.7
+    alpha = rng.uniform(0.5, 20, n).astype(np.float32)
+    beta = rng.uniform(0.5, 20, n).astype(np.float32)
+    idx = rng.choice(n, 12, replace=False).astype(np.int32)
+    s = rng.integers(0, k + 1, 12).astype(np.float32)
+    valid = np.arange(12) < 7  # the last 5 rows are padding
+    idx[~valid] = idx[0]  # padding may repeat any index: it must not touch it
+    b = Beliefs(jnp.asarray(alpha), jnp.asarray(beta), 1.0, 2.0, n)
+    out = apply_update(b, jnp.asarray(idx), jnp.asarray(s), k, decay, valid=jnp.asarray(valid))
+    want_a, want_b = alpha.astype(np.float64), beta.astype(np.float64)
+    for i, si in zip(idx[valid], s[valid], strict=True):
+        want_a[i] = decay * alpha[i] + (1 - decay) * 1.0 + si
+        want_b[i] = decay * beta[i] + (1 - decay) * 2.0 + (k - si)
+    np.testing.assert_allclose(out.alpha, want_a, rtol=1e-6, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(out.beta, want_b, rtol=1e-6, err_msg=f"seed {seed}")

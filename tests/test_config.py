@@ -250,6 +250,12 @@ BAD = [
     (dict(eval__every=0), "eval.every"),
     (dict(checkpoint__every=0), "checkpoint.every"),
     (dict(checkpoint__max_to_keep=-1), "checkpoint.max_to_keep"),
+    (dict(checkpoint__max_to_keep=1), "checkpoint.max_to_keep"),
+    # train accuracy and pass@1 count rewards >= threshold under either rule
+    (
+        dict(selection__success_rule="fractional", selection__success_threshold=5.0),
+        "selection.success_threshold",
+    ),
     (dict(rl__steps=-5), "rl.steps"),
     (dict(warmstart__steps=-3), "warmstart.steps"),
     (dict(selection__success_threshold=2.0), "selection.success_threshold"),
@@ -333,7 +339,7 @@ def test_base_of_the_bad_values_is_valid(devices):
     validate_config(_with(_smoke(), mesh__rules=as_lists))  # rules read back from config.json
     validate_config(_with(_smoke(), rl__steps=0, warmstart__steps=0))  # warm-only / no warm
     validate_config(
-        _with(_smoke(), selection__success_rule="fractional", selection__success_threshold=5.0)
+        _with(_smoke(), selection__success_rule="fractional", selection__success_threshold=0.5)
     )
     validate_config(_with(_smoke(), eval__temperature=0.0, rl__grad_clip=0.0))  # greedy, no clip
     validate_config(

@@ -223,7 +223,8 @@ def test_kill9_and_resume_is_exact(tmp_path):
     subprocess.run(_command(full), env=env, cwd=ROOT, check=True, capture_output=True, timeout=600)
 
     # Kill at a random step past the first checkpoint (every 2 steps), mid-way between saves.
-    kill_at = int(np.random.default_rng().integers(3, 7))  # leave steps to kill in
+    seed = int(os.environ.get("KILL_SEED", time.time_ns() % 1000))  # rerun with KILL_SEED=...
+    kill_at = int(np.random.default_rng(seed).integers(3, 7))  # leave steps to kill in
     proc = subprocess.Popen(
         _command(killed), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -232,7 +233,7 @@ def test_kill9_and_resume_is_exact(tmp_path):
         if max(_metrics_steps(killed / "metrics.jsonl"), default=-1) >= kill_at:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, f"run finished before the kill at step {kill_at}"
+    assert proc.poll() is None, f"run finished before the kill at step {kill_at} (seed {seed})"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "final_beliefs.npz").exists()
@@ -241,7 +242,7 @@ def test_kill9_and_resume_is_exact(tmp_path):
         _command(killed), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, (
-        f"resume failed (killed after step {kill_at}):\n{out.stderr[-3000:]}"
+        f"resume failed (killed after step {kill_at}, KILL_SEED={seed}):\n{out.stderr[-3000:]}"
     )
     assert "resumed from the checkpoint of step" in out.stdout
 
@@ -262,8 +263,14 @@ def test_kill9_and_resume_is_exact(tmp_path):
     assert [drop(r) for r in ma] == [drop(r) for r in mb]
     sa = json.loads((full / "summary.json").read_text())
     sb = json.loads((killed / "summary.json").read_text())
-    for key in ("eval_accuracy_before_rl", "eval_accuracy_after", "prompts_seen"):
+    for key in ("eval_accuracy_before_rl", "eval_accuracy_after", "prompts_seen", "rollouts"):
         assert sa[key] == sb[key]
+    # Each step is in metrics.jsonl once (records after the restored step were dropped, then
+    # replayed), and the summary's totals cover the whole run, not the session after the kill.
+    lines = (killed / "metrics.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["step"] for x in lines) == list(range(1, len(ma) + 1))
+    total_update = sum(r["time_update"] for r in mb if "time_update" in r)
+    assert sb["total_time_update_s"] == pytest.approx(total_update)
 
 
 # ------------------------------------------------------------------ the step's shape
@@ -321,6 +328,16 @@ def test_kl_reference_is_the_policy_at_the_start_of_rl(tmp_path, devices):
     assert setup.build(config, tmp_path / "nokl").init().ref_model is None
 
 
+def test_rl_steps_may_grow_on_resume_only_under_a_constant_schedule():
+    from insight_jax.rl.train import resume_safe_keys
+
+    config = _load_config()
+    assert "rl.steps" in resume_safe_keys(config)
+    config.rl.lr_schedule = "cosine"  # its decay length is rl.steps
+    assert "rl.steps" not in resume_safe_keys(config)
+    assert "eval.every" in resume_safe_keys(config)
+
+
 def test_cosine_schedule_decays_to_zero_over_the_rl_updates():
     """The config's schedule, in optimizer updates (num_ppo_epochs * num_minibatches per RL
     step), against the closed-form linear warmup + cosine decay."""
@@ -359,6 +376,11 @@ def test_a_workdir_refuses_another_run_a_second_process_and_repairs_damage(tmp_p
         train_and_evaluate(other_scorer, run)
     with wd.WorkdirLock(run), pytest.raises(wd.WorkdirBusy):
         train_and_evaluate(config, run)
+    shorter = _load_config()
+    shorter.rl.steps = 2  # a resume-safe key, but not below the run's progress
+    with pytest.raises(ValueError, match="past this config's last step"):
+        train_and_evaluate(shorter, run)
+    assert json.loads((run / "config.json").read_text())["rl"]["steps"] == config.rl.steps
 
     # Damage the newest checkpoint: it is moved aside, the run replays from the one before and
     # ends exactly as before, with each step logged once.

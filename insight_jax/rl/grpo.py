@@ -7,8 +7,10 @@ docstring and tests/test_grpo.py checks hand-computed values. Shapes:
     rewards [M, K] -> advantages [M, K] -> flattened to [B] (row-major, B = M*K);
     logprobs / old_logprobs / ref_logprobs / entropy / mask: [B, T]  (mask: 1 = real token).
 
-The hyper-parameters have no defaults here: a run's values come from its config (one source:
-insight_jax/rl/base_config.py, which also says where they differ from the paper's settings).
+GRPOConfig's hyper-parameters have no defaults: a run's values come from its config (one
+source: insight_jax/rl/base_config.py, which also says where they differ from the paper's
+settings). The keyword defaults of the pure functions below are the common choices (clip
+0.2 / 0.28, k3, std-normalised advantages) for calling them on their own.
 
 Aggregations and KL estimators are registered by name, so a config can swap them for an ablation
 (`get_aggregation`, `get_kl_estimator`).
@@ -342,22 +344,17 @@ def make_optimizer(
     grad_clip: float | None,
     b1: float = 0.9,
     b2: float = 0.999,
-    warmup_steps: int = 0,
-    total_steps: int | None = None,
 ) -> optax.GradientTransformation:
     """clip_by_global_norm(grad_clip) then AdamW(schedule, b1, b2, weight_decay).
 
     Weight decay applies to every parameter, as torch AdamW does in verl (the paper's trainer).
-    grad_clip None or <= 0 disables clipping. learning_rate: a number (with the schedule of
-    make_lr_schedule) or a schedule already built. Schedules count
+    grad_clip None or <= 0 disables clipping. learning_rate: a number (constant) or a schedule
+    from make_lr_schedule. Schedules count
     optimizer updates (a GRPO step makes num_ppo_epochs * num_minibatches of them).
     """
-    if callable(learning_rate):
-        schedule = learning_rate
-    else:
-        schedule = make_lr_schedule(
-            learning_rate, warmup_steps=warmup_steps, total_steps=total_steps
-        )
+    # A number becomes a constant schedule, so both kinds give one optimizer-state structure
+    # (the warm start's and RL's states are checkpointed in one TrainState).
+    schedule = learning_rate if callable(learning_rate) else make_lr_schedule(learning_rate)
     adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
     if grad_clip is None or grad_clip <= 0:
         return adamw

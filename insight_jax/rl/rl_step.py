@@ -64,14 +64,12 @@ def rl_step(comps: Components, state: TrainState) -> tuple[TrainState, dict[str,
     validate_update(comps.num_items, idx, successes, k, comps.config.selection.decay)
     times["time_verify"] = time.perf_counter() - t0
 
-    batch = {"rollout": rollout} | _prompt_fields(
-        rewards, successes, idx, idx, successes, np.ones(len(idx), bool), comps
-    )
-    return _learn(comps, state, batch, times, rollouts=len(idx) * k, rounds=1)
+    fields = _prompt_fields(rewards, successes, idx, idx, successes, np.ones(len(idx), bool))
+    return _learn(comps, state, rollout, fields, times, rollouts=len(idx) * k, rounds=1)
 
 
-def _prompt_fields(rewards, successes, idx, seen, seen_s, seen_valid, comps: Components):
-    host = {
+def _prompt_fields(rewards, successes, idx, seen, seen_s, seen_valid) -> dict[str, np.ndarray]:
+    return {
         "rewards": rewards.astype(np.float32),
         "successes": successes.astype(np.float32),
         "indices": idx.astype(np.int32),
@@ -79,11 +77,11 @@ def _prompt_fields(rewards, successes, idx, seen, seen_s, seen_valid, comps: Com
         "seen_successes": seen_s.astype(np.float32),
         "seen_valid": seen_valid,
     }
-    return jax.device_put(host, shd.replicated(comps.mesh))
 
 
-def _learn(comps, state, batch, times, *, rollouts: int, rounds: int):
-    t0 = time.perf_counter()
+def _learn(comps, state, rollout, prompt_fields, times, *, rollouts: int, rounds: int):
+    t0 = time.perf_counter()  # the learner phase includes placing its per-prompt inputs
+    batch = {"rollout": rollout} | jax.device_put(prompt_fields, shd.replicated(comps.mesh))
     state, metrics = comps.fns.learn(state, batch)
     metrics = jax.device_get(metrics)
     jax.block_until_ready(state)
@@ -147,13 +145,7 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
         "time_verify": verify_time,
     }
     kept_rewards = rewards_all[keep]
-    batch = {"rollout": kept} | _prompt_fields(
-        kept_rewards,
-        _successes(comps, kept_rewards),
-        drawn[:used][keep],
-        seen,
-        seen_s,
-        valid,
-        comps,
+    fields = _prompt_fields(
+        kept_rewards, _successes(comps, kept_rewards), drawn[:used][keep], seen, seen_s, valid
     )
-    return _learn(comps, state, batch, times, rollouts=used * k, rounds=len(parts))
+    return _learn(comps, state, kept, fields, times, rollouts=used * k, rounds=len(parts))

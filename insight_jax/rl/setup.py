@@ -1,6 +1,6 @@
 """The components of a run, built once from its config: task, pools, mesh, model, engines, steps.
 
-`build(config, workdir)` returns a frozen `Components`; `initial_state(components)` the step-0
+`build(config, workdir)` returns a frozen `Components`; its `init()` makes the step-0
 TrainState, created sharded (nothing is materialised on one device first). Neither holds or
 mutates training state: the loop (train.py) threads TrainState through the step functions.
 """

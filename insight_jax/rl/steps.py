@@ -30,7 +30,14 @@ from insight_jax import sharding as shd
 from insight_jax.models.transformer import token_logprobs
 from insight_jax.rl.grpo import GRPOConfig, group_advantages, grpo_objective, minibatch_indices
 from insight_jax.rl.state import TrainState
-from insight_jax.selection import Beliefs, Scorer, Shard, draw_candidates, rescore, select_batch
+from insight_jax.selection import (
+    Scorer,
+    Shard,
+    apply_update,
+    draw_candidates,
+    rescore,
+    select_batch,
+)
 
 EVAL_KEY_OFFSET = 1 << 30  # eval keys live apart from step keys: fold_in(key, offset + step)
 
@@ -95,30 +102,6 @@ def grpo_minibatch_loss(params, graphdef, mb, grpo: GRPOConfig, temperature: flo
         grpo,
         ref_logprobs=mb.get("ref_logprobs"),
         entropy=ent,
-    )
-
-
-def masked_belief_update(
-    beliefs: Beliefs, indices, successes, valid, num_rollouts: int, decay: float
-) -> Beliefs:
-    """The conjugate update with forgetting on the rows where `valid` (others untouched):
-
-        alpha[i] <- decay * alpha[i] + (1 - decay) * alpha0 + S_i
-        beta[i]  <- decay * beta[i]  + (1 - decay) * beta0  + (K - S_i)
-
-    Valid indices must be distinct (the host checks them). Invalid rows are routed out of
-    bounds and dropped, so one compiled step serves any number of rolled-out groups up to the
-    padded length (dynamic sampling's rounds).
-    """
-    size = beliefs.alpha.shape[0]
-    safe = jnp.where(valid, indices, 0)
-    s = successes.astype(jnp.float32)
-    a = decay * beliefs.alpha[safe] + (1.0 - decay) * beliefs.alpha0 + s
-    b = decay * beliefs.beta[safe] + (1.0 - decay) * beliefs.beta0 + (num_rollouts - s)
-    target = jnp.where(valid, indices, size)
-    return beliefs.replace(
-        alpha=beliefs.alpha.at[target].set(a, mode="drop"),
-        beta=beliefs.beta.at[target].set(b, mode="drop"),
     )
 
 
@@ -202,6 +185,18 @@ def make_step_fns(
         ref = jax.tree.map(jnp.copy, state.model) if grpo.kl_coef > 0 else None
         return state.replace(opt=rl_optimizer.init(state.model), ref_model=ref)
 
+    def reference_logprobs(ref_params, ro):
+        """log pi_ref of the rollout's tokens, computed once per batch (the reference never
+        changes) in num_minibatches chunks, so peak memory is one minibatch's logits."""
+        chunks = grpo.num_minibatches
+        split = lambda x: x.reshape(chunks, x.shape[0] // chunks, *x.shape[1:])
+        ref = nnx.merge(graphdef, ref_params)
+        lp = jax.lax.map(
+            lambda c: token_logprobs(ref, c[0], c[1], temperature=s.temperature),
+            (split(ro.sequences), split(ro.sequence_mask)),
+        )
+        return jax.lax.stop_gradient(lp.reshape(ro.sequences.shape[0], -1))
+
     def learn(state, batch):
         _, _, k_upd = jax.random.split(state.key(), 3)
         rewards = batch["rewards"]  # [M, K]
@@ -216,15 +211,8 @@ def make_step_fns(
             "loss_mask": ro.loss_mask,
             "advantages": jax.lax.with_sharding_constraint(adv, data),
         }
-        if grpo.kl_coef > 0:  # the reference's log-probs, once per batch (it never changes)
-            data_fields["ref_logprobs"] = jax.lax.stop_gradient(
-                token_logprobs(
-                    nnx.merge(graphdef, state.ref_model),
-                    ro.sequences,
-                    ro.sequence_mask,
-                    temperature=s.temperature,
-                )
-            )
+        if grpo.kl_coef > 0:
+            data_fields["ref_logprobs"] = reference_logprobs(state.ref_model, ro)
         perms = jnp.concatenate(
             [
                 minibatch_indices(jax.random.fold_in(k_upd, epoch), rows, grpo.num_minibatches)
@@ -234,7 +222,11 @@ def make_step_fns(
 
         def minibatch(carry, take):
             params, opt = carry
-            mb = jax.tree.map(lambda x: x[take], data_fields)
+            # The gather of a replicated permutation would come out replicated: split the
+            # minibatch over the batch axes again, so each device computes only its rows.
+            mb = jax.lax.with_sharding_constraint(
+                jax.tree.map(lambda x: x[take], data_fields), data
+            )
             (_, aux), grads = jax.value_and_grad(grpo_minibatch_loss, has_aux=True)(
                 params, graphdef, mb, grpo, s.temperature
             )
@@ -246,13 +238,13 @@ def make_step_fns(
         beliefs = state.beliefs
         idx = batch["indices"]
         a_sel, b_sel = beliefs.alpha[idx], beliefs.beta[idx]  # before the update
-        beliefs = masked_belief_update(
+        beliefs = apply_update(
             beliefs,
             batch["seen_indices"],
             batch["seen_successes"],
-            batch["seen_valid"],
             s.num_rollouts,
             s.decay,
+            valid=batch["seen_valid"],
         )
         scores = state.scores
         if scorer.deterministic:  # only the rolled-out prompts' scores change: O(M)

@@ -21,7 +21,9 @@ metrics.jsonl to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ import ml_collections
 import numpy as np
 
 from insight_jax import workdir as wd
-from insight_jax.checkpointing import Checkpointer
+from insight_jax.checkpointing import Checkpointer, committed_steps
 from insight_jax.metrics import (
     MetricWriter,
     check_finite,
@@ -110,25 +112,41 @@ def _summary(comps: Components, rows: list[dict], state: TrainState) -> dict[str
 
 
 def _restore(comps: Components, ckpt: Checkpointer, state: TrainState, log):
-    """(start step, state): the newest intact checkpoint, else a cached warm start, else 0."""
+    """(start step, state, source): the newest intact checkpoint ("checkpoint"), else a
+    cached warm start ("cache"), else step 0 ("scratch")."""
     restored = ckpt.restore_latest(abstract(state))
     for damaged in ckpt.damaged:
         log(f"damaged checkpoint moved aside: {damaged.message}")
     if restored is not None:
         start, state, _ = restored
+        if int(jax.device_get(state.step)) != start:
+            raise RuntimeError(f"checkpoint {start} in {ckpt.directory} holds another step")
         log(f"resumed from the checkpoint of step {start} in {ckpt.directory}")
-        return start, state
+        return start, state, "checkpoint"
     cache = warmstart.cache_dir(comps)
     if cache is not None:
         cached = warmstart.load(cache, comps.warm_steps, state)
         if cached is not None:
             log(f"warm-started policy loaded from {cache}")
-            return comps.warm_steps, cached
-    return 0, state
+            return comps.warm_steps, cached, "cache"
+    return 0, state, "scratch"
+
+
+def resume_safe_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """Keys a rerun in the same workdir may change (workdir.RESUME_SAFE_KEYS), less rl.steps
+    under a cosine schedule: its decay length is rl.steps, so a longer run would change the
+    learning rate of steps already taken on the way."""
+    if config.rl.lr_schedule == "constant":
+        return wd.RESUME_SAFE_KEYS
+    return tuple(k for k in wd.RESUME_SAFE_KEYS if k != "rl.steps")
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str | Path, *, log=None
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    log=None,
+    log_file: str | None = None,
 ) -> dict[str, Any]:
     """Runs (or resumes) the configured training and returns the final summary metrics.
 
@@ -136,15 +154,44 @@ def train_and_evaluate(
     (TensorBoard), checkpoints/, data/ (the prompt pool), learning_curves.png, summary.json and
     final_beliefs.npz (alpha, beta per prompt). Raises ConfigError (bad config, before any
     work), WorkdirBusy (another process runs in this workdir) or WorkdirMismatch (the workdir
-    belongs to a run with another config). `log` prints the few run-info lines (default print).
+    belongs to a run with another config). `log` prints the few run-info lines (default print);
+    with `log_file`, Python's (and so absl's and orbax's) log records also go to that file in
+    the workdir, once the workdir is this run's.
     """
     log = log or (lambda msg: print(msg, flush=True))
     validate_config(config)
     workdir = Path(workdir).resolve()
     with wd.WorkdirLock(workdir):
-        if wd.claim(workdir, config.to_dict(), resume_safe=wd.RESUME_SAFE_KEYS):
+        # Before claim() records the new config: a run cannot be shortened below its progress.
+        done = max(committed_steps(workdir / "checkpoints"), default=0)
+        last = config.warmstart.steps + config.rl.steps
+        if done > last:
+            raise ValueError(
+                f"{workdir} holds a checkpoint of step {done}, past this config's last step "
+                f"{last} (warmstart.steps + rl.steps): use rl.steps >= "
+                f"{done - config.warmstart.steps} or a new workdir"
+            )
+        if wd.claim(workdir, config.to_dict(), resume_safe=resume_safe_keys(config)):
             log(f"continuing the run in {workdir}")
-        return _train(config, workdir, log)
+        with _logs_to(workdir / log_file if log_file else None):
+            return _train(config, workdir, log)
+
+
+@contextlib.contextmanager
+def _logs_to(path: Path | None):
+    """Python logging records of INFO and above also go to `path` while the context lasts."""
+    if path is None:
+        yield
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _train(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
@@ -154,11 +201,12 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
         max_to_keep=c.checkpoint.max_to_keep,
         save_interval_steps=c.checkpoint.every,
     )
-    start, state = _restore(comps, ckpt, comps.init(), log)
-    # Records after the restored step are replayed (deterministically) below: drop them first.
-    repair_metrics(workdir / "metrics.jsonl", last_step=start if start else None)
-    writer = MetricWriter(workdir)
     w, total = comps.warm_steps, comps.total_steps
+    start, state, source = _restore(comps, ckpt, comps.init(), log)
+    # Records after the restored step are replayed (deterministically) below: drop them first.
+    # From scratch or from the warm-start cache, no record of this workdir describes the state.
+    repair_metrics(workdir / "metrics.jsonl", last_step=start if source == "checkpoint" else None)
+    writer = MetricWriter(workdir)
     cache = warmstart.cache_dir(comps)
     wall0 = time.perf_counter()
     bar = progress(total, desc="train", initial=start)

@@ -306,7 +306,16 @@ def validate_config(config: Any) -> None:
     _real(config, "eval.temperature", 0.0)
     _real(config, "eval.top_p", 0.0, 1.0, lo_open=True)
     _int(config, "checkpoint.every", 1)
-    _int(config, "checkpoint.max_to_keep", 0)
+    keep = _int(config, "checkpoint.max_to_keep", 0)
+    if keep == 1:
+        # orbax deletes the older step before our checksum manifest of the new one is written:
+        # a kill -9 in between would leave no verifiable step to resume from.
+        raise ConfigError(
+            "checkpoint.max_to_keep",
+            keep,
+            "must be 0 (keep all) or >= 2 (a kill -9 mid-save "
+            "must leave an older intact step to resume from)",
+        )
 
     # cross-key rules
     if m > pool:
@@ -342,7 +351,10 @@ def validate_config(config: Any) -> None:
             rounds,
             f"rounds*M={rounds * m} distinct prompts per step must fit the RL pool ({pool})",
         )
-    if rule == "threshold" and not 0.0 < threshold <= task.max_reward:
+    # The threshold defines train accuracy and held-out pass@1 under both rules (and the
+    # success count under "threshold"), so it must be reachable whatever the rule.
+    del rule
+    if not 0.0 < threshold <= task.max_reward:
         raise ConfigError(
             "selection.success_threshold",
             threshold,

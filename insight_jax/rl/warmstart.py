@@ -66,7 +66,9 @@ def cache_dir(comps: Components) -> Path | None:
     ws = {k: v for k, v in to_dict(c.warmstart).items() if k != "cache_dir"}
     key = {
         "seed": c.seed,
-        "task": {k: v for k, v in to_dict(c.task).items() if k != "rl_pool_size"},
+        # Not rl_pool_size (RL's sub-pool) nor num_test (the held-out set): the warm start
+        # depends on neither.
+        "task": {k: v for k, v in to_dict(c.task).items() if k not in ("rl_pool_size", "num_test")},
         "model": to_dict(c.model),
         "mesh": [list(c.mesh.shape), list(c.mesh.axes), jax.device_count()],
         "warmstart": ws,
@@ -90,8 +92,13 @@ def load(directory: Path, warm_steps: int, state: TrainState) -> TrainState | No
     try:
         with Checkpointer(directory / "checkpoints", max_to_keep=1) as cache:
             cached = cache.restore_latest(abstract(_part(state)))
-    except CheckpointError as e:  # a damaged entry is no entry: this run warm starts itself
-        print(f"warm-start cache entry {directory} not usable: {e}", flush=True)
+    except CheckpointError as e:  # a damaged entry: moved aside, this run warm starts itself
+        aside = directory.with_name(f"{directory.name}.damaged-{time.time_ns()}")
+        print(f"warm-start cache entry {directory} is damaged, moved to {aside}: {e}", flush=True)
+        try:
+            directory.rename(aside)  # so this run's warm start can write the entry again
+        except OSError:
+            pass  # another run moved it first
         return None
     if cached is None or cached[0] != warm_steps:
         return None

@@ -187,23 +187,33 @@ def apply_update(
     successes: jax.Array,
     num_rollouts: int,
     decay: jax.Array | float = 1.0,
+    valid: jax.Array | None = None,
 ) -> Beliefs:
     """Jitted conjugate update with forgetting, no validation (see `update_beliefs`).
 
     alpha[i] <- decay * alpha[i] + (1 - decay) * alpha0 + S_i
     beta[i]  <- decay * beta[i]  + (1 - decay) * beta0  + (K - S_i)
 
-    The input beliefs are donated so the pool arrays are updated in place.
+    Indices must be distinct. With `valid` (bool, like indices) only those rows are applied and
+    the others are dropped, so one compiled update serves a varying number of rows padded to a
+    fixed length (the trainer's dynamic-sampling rounds). The input beliefs are donated so the
+    pool arrays are updated in place.
     """
     decay = jnp.asarray(decay, jnp.float32)
     s = successes.astype(jnp.float32)
-    a_old = beliefs.alpha[indices]
-    b_old = beliefs.beta[indices]
-    a_new = decay * a_old + (1.0 - decay) * beliefs.alpha0 + s
-    b_new = decay * b_old + (1.0 - decay) * beliefs.beta0 + (num_rollouts - s)
+    if valid is not None:
+        indices = jnp.where(valid, indices, 0)  # padded rows read slot 0, then are dropped
+    a_new = decay * beliefs.alpha[indices] + (1.0 - decay) * beliefs.alpha0 + s
+    b_new = decay * beliefs.beta[indices] + (1.0 - decay) * beliefs.beta0 + (num_rollouts - s)
+    if valid is None:
+        at = lambda x: x.at[indices].set
+        put = dict(unique_indices=True)
+    else:  # out of bounds: dropped
+        target = jnp.where(valid, indices, beliefs.alpha.shape[0])
+        at = lambda x: x.at[target].set
+        put = dict(mode="drop")
     return beliefs.replace(
-        alpha=beliefs.alpha.at[indices].set(a_new, unique_indices=True),
-        beta=beliefs.beta.at[indices].set(b_new, unique_indices=True),
+        alpha=at(beliefs.alpha)(a_new, **put), beta=at(beliefs.beta)(b_new, **put)
     )
 
 
