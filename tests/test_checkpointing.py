@@ -232,10 +232,13 @@ def save_steps(directory, mesh, steps):
 
 
 def data_file(step_dir):
-    """The largest file under state/: the OCDBT data file holding the embedding."""
+    """The largest file under state/: an OCDBT data file holding (part of) the embedding.
+
+    OCDBT may spread the 64 KiB embedding over several data files when its shard writes run
+    concurrently (seen under a loaded CPU), so only "clearly a data file" is asserted."""
     files = [os.path.join(r, f) for r, _, fs in os.walk(step_dir / "state") for f in fs]
     path = max(files, key=os.path.getsize)
-    assert os.path.getsize(path) > 32 * 1024, (path, os.path.getsize(path))
+    assert os.path.getsize(path) > 8 * 1024, (path, os.path.getsize(path))
     return path
 
 
