@@ -328,6 +328,23 @@ def test_kl_reference_is_the_policy_at_the_start_of_rl(tmp_path, devices):
     assert setup.build(config, tmp_path / "nokl").init().ref_model is None
 
 
+def test_every_grpo_option_reaches_the_learner_settings():
+    """Dr.GRPO, KL and the aggregation are config keys: each lands in the GRPOConfig the
+    learner step is built with (the GRPO math itself is tested in test_grpo.py)."""
+    config = _load_config()
+    config.rl.normalize_std, config.rl.aggregation = False, "token_sum_norm"  # Dr.GRPO
+    config.rl.kl_coef, config.rl.kl_kind, config.rl.entropy_coef = 0.05, "k2", 0.001
+    validate_config(config)
+    g = setup.grpo_config(config)
+    assert (g.normalize_std, g.aggregation, g.kl_coef, g.kl_kind, g.entropy_coef) == (
+        False,
+        "token_sum_norm",
+        0.05,
+        "k2",
+        0.001,
+    )
+
+
 def test_rl_steps_may_grow_on_resume_only_under_a_constant_schedule():
     from insight_jax.rl.train import resume_safe_keys
 

@@ -74,6 +74,22 @@ class Components:
         return shd.batch_size_multiple(self.mesh, self.rules)
 
 
+def grpo_config(c: ml_collections.ConfigDict) -> grpo_lib.GRPOConfig:
+    """The GRPO settings of the config's rl block (every field from the config)."""
+    rl = c.rl
+    return grpo_lib.GRPOConfig(
+        clip_low=rl.clip_low,
+        clip_high=rl.clip_high,
+        aggregation=rl.aggregation,
+        kl_coef=rl.kl_coef,
+        kl_kind=rl.kl_kind,
+        entropy_coef=rl.entropy_coef,
+        normalize_std=rl.normalize_std,
+        num_minibatches=rl.num_minibatches,
+        num_ppo_epochs=rl.num_ppo_epochs,
+    )
+
+
 def rl_lr_schedule(c: ml_collections.ConfigDict):
     """The RL learning rate as a function of the optimizer's update count.
 
@@ -117,17 +133,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     graphdef, _, model_sh = shd.abstract_sharded_state(Transformer, model_config, mesh, rules)
     sel, rl = c.selection, c.rl
     scorer = get_scorer(sel.scorer, num_rollouts=rl.num_rollouts, **to_dict(sel.params[sel.scorer]))
-    grpo = grpo_lib.GRPOConfig(
-        clip_low=rl.clip_low,
-        clip_high=rl.clip_high,
-        aggregation=rl.aggregation,
-        kl_coef=rl.kl_coef,
-        kl_kind=rl.kl_kind,
-        entropy_coef=rl.entropy_coef,
-        normalize_std=rl.normalize_std,
-        num_minibatches=rl.num_minibatches,
-        num_ppo_epochs=rl.num_ppo_epochs,
-    )
+    grpo = grpo_config(c)
     sft_opt, rl_opt = _optimizers(c)
     repl = shd.replicated(mesh)
     pool_sharding = shd.logical_to_sharding(("pool",), mesh, rules)
