@@ -168,15 +168,9 @@ def read_metrics_jsonl(path: str | os.PathLike, *, merge_steps: bool = True) -> 
     """
     with open(path, "rb") as f:
         lines = f.read().split(b"\n")
-    records, bad = [], []
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        rec = _parse_record(raw)
-        if rec is None:
-            bad.append(number)
-        else:
-            records.append(rec)
+    parsed = _parse_lines(lines)
+    records = [rec for _, _, rec in parsed if rec is not None]
+    bad = [number for number, _, rec in parsed if rec is None]
     if bad:
         warnings.warn(f"{os.fspath(path)}: skipped unreadable line(s) {bad}", stacklevel=2)
     if not merge_steps:
@@ -211,10 +205,7 @@ def repair_metrics(path: str | os.PathLike, last_step: int | None) -> int:
     lines = data.split(b"\n")
     complete, tail = lines[:-1], lines[-1]  # tail: text after the last newline, a torn write
     keep, torn, late = [], [], 0
-    for number, raw in enumerate(complete, start=1):
-        if not raw.strip():
-            continue
-        rec = _parse_record(raw)
+    for number, raw, rec in _parse_lines(complete):
         if rec is None:
             torn.append(number)
         elif last_step is None or rec["step"] > last_step:
@@ -230,6 +221,11 @@ def repair_metrics(path: str | os.PathLike, last_step: int | None) -> int:
         return 0  # already clean: leave the file untouched
     write_text_atomic(path, b"".join(raw + b"\n" for raw in keep).decode("utf-8"))
     return dropped
+
+
+def _parse_lines(lines: list[bytes]) -> list[tuple[int, bytes, dict | None]]:
+    """(1-based line number, raw line, record or None if unreadable) of the non-blank lines."""
+    return [(n, raw, _parse_record(raw)) for n, raw in enumerate(lines, start=1) if raw.strip()]
 
 
 def _parse_record(raw: bytes) -> dict | None:
