@@ -32,7 +32,10 @@ from typing import Any
 # Keys a rerun may change and still resume the same run. Each changes only how long the run goes
 # on or what it writes on the side, never the trajectory of steps already taken:
 RESUME_SAFE_KEYS: tuple[str, ...] = (
-    "rl.steps",  # extending (or shortening) a run: steps 0..n-1 are the same either way
+    # extending a run: steps 0..n-1 are the same either way (under a constant learning rate:
+    # train.resume_safe_keys drops it for cosine, and the trainer refuses a total below the
+    # steps already done)
+    "rl.steps",
     "eval.every",  # evaluation cadence: evaluation reads the policy, it does not change it
     "checkpoint.every",  # checkpoint cadence: a restored step replays deterministically
     "checkpoint.max_to_keep",  # checkpoint retention: how many old steps stay on disk

@@ -145,7 +145,5 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
         "time_verify": verify_time,
     }
     kept_rewards = rewards_all[keep]
-    fields = _prompt_fields(
-        kept_rewards, _successes(comps, kept_rewards), drawn[:used][keep], seen, seen_s, valid
-    )
+    fields = _prompt_fields(kept_rewards, seen_s[keep], drawn[keep], seen, seen_s, valid)
     return _learn(comps, state, kept, fields, times, rollouts=used * k, rounds=len(parts))

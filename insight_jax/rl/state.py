@@ -40,8 +40,3 @@ class TrainState:
     def key(self) -> jax.Array:
         """The key of the current step: fold_in(key(seed), step)."""
         return jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
-
-
-def abstract(tree: Any) -> Any:
-    """ShapeDtypeStructs (with shardings) of a concrete pytree: a restore target."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

@@ -46,7 +46,7 @@ from insight_jax.rl import setup, warmstart
 from insight_jax.rl.evaluate import evaluate
 from insight_jax.rl.rl_step import rl_step
 from insight_jax.rl.setup import Components
-from insight_jax.rl.state import TrainState, abstract
+from insight_jax.rl.state import TrainState
 from insight_jax.rl.validate import validate_config
 
 TIME_KEYS = ("time_select", "time_rollout", "time_verify", "time_update")
@@ -79,7 +79,7 @@ def _evals_due(comps: Components, t: int) -> bool:
     return t == w or t == total or (t > w and (t - w) % comps.config.eval.every == 0)
 
 
-def _summary(comps: Components, rows: list[dict], state: TrainState) -> dict[str, Any]:
+def _summary(comps: Components, rows: list[dict], alpha, beta) -> dict[str, Any]:
     """The run's summary from metrics.jsonl (each step once): totals cover the whole run."""
     c = comps.config
     w, total = comps.warm_steps, comps.total_steps
@@ -91,8 +91,7 @@ def _summary(comps: Components, rows: list[dict], state: TrainState) -> dict[str
             summary[f"eval_accuracy_{tag}"] = evals[t]["eval_accuracy"]
             summary[f"eval_spread_{tag}"] = evals[t]["eval_spread"]
     rl_rows = [r for r in rows if "reward_mean" in r]
-    alpha, beta = jax.device_get((state.beliefs.alpha, state.beliefs.beta))
-    n = alpha[: comps.num_items] + beta[: comps.num_items]
+    n = alpha + beta
     prior = c.selection.alpha0 + c.selection.beta0
     summary.update(
         {
@@ -111,10 +110,10 @@ def _summary(comps: Components, rows: list[dict], state: TrainState) -> dict[str
     return summary
 
 
-def _restore(comps: Components, ckpt: Checkpointer, state: TrainState, log):
+def _restore(comps: Components, ckpt: Checkpointer, state: TrainState, cache: Path | None, log):
     """(start step, state, source): the newest intact checkpoint ("checkpoint"), else a
     cached warm start ("cache"), else step 0 ("scratch")."""
-    restored = ckpt.restore_latest(abstract(state))
+    restored = ckpt.restore_latest(state)  # its arrays give the layout to restore into
     for damaged in ckpt.damaged:
         log(f"damaged checkpoint moved aside: {damaged.message}")
     if restored is not None:
@@ -123,7 +122,6 @@ def _restore(comps: Components, ckpt: Checkpointer, state: TrainState, log):
             raise RuntimeError(f"checkpoint {start} in {ckpt.directory} holds another step")
         log(f"resumed from the checkpoint of step {start} in {ckpt.directory}")
         return start, state, "checkpoint"
-    cache = warmstart.cache_dir(comps)
     if cache is not None:
         cached = warmstart.load(cache, comps.warm_steps, state)
         if cached is not None:
@@ -202,12 +200,12 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
         save_interval_steps=c.checkpoint.every,
     )
     w, total = comps.warm_steps, comps.total_steps
-    start, state, source = _restore(comps, ckpt, comps.init(), log)
+    cache = warmstart.cache_dir(comps)
+    start, state, source = _restore(comps, ckpt, comps.init(), cache, log)
     # Records after the restored step are replayed (deterministically) below: drop them first.
     # From scratch or from the warm-start cache, no record of this workdir describes the state.
     repair_metrics(workdir / "metrics.jsonl", last_step=start if source == "checkpoint" else None)
     writer = MetricWriter(workdir)
-    cache = warmstart.cache_dir(comps)
     wall0 = time.perf_counter()
     bar = progress(total, desc="train", initial=start)
 
@@ -245,15 +243,14 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
     writer.close()
     ckpt.close()
 
-    rows = read_metrics_jsonl(workdir / "metrics.jsonl")
-    summary = _summary(comps, rows, state)
+    alpha, beta = (
+        x[: comps.num_items] for x in jax.device_get((state.beliefs.alpha, state.beliefs.beta))
+    )
+    np.savez(workdir / "final_beliefs.npz", alpha=alpha, beta=beta)
+    summary = _summary(comps, read_metrics_jsonl(workdir / "metrics.jsonl"), alpha, beta)
     summary["wall_time_this_session_s"] = time.perf_counter() - wall0
     if cache is not None:
         summary["warm_start_cache"] = str(cache)
-    alpha, beta = jax.device_get((state.beliefs.alpha, state.beliefs.beta))
-    np.savez(
-        workdir / "final_beliefs.npz", alpha=alpha[: comps.num_items], beta=beta[: comps.num_items]
-    )
     wd.write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=1))
     try:
         plot_learning_curves(

@@ -23,7 +23,7 @@ import numpy as np
 from insight_jax.checkpointing import Checkpointer, CheckpointError
 from insight_jax.models.tokenizers import encode_batch
 from insight_jax.rl.setup import Components, to_dict
-from insight_jax.rl.state import TrainState, abstract
+from insight_jax.rl.state import TrainState
 
 
 def warm_start_batch(comps: Components, indices: np.ndarray) -> dict[str, np.ndarray]:
@@ -91,7 +91,7 @@ def load(directory: Path, warm_steps: int, state: TrainState) -> TrainState | No
         return None
     try:
         with Checkpointer(directory / "checkpoints", max_to_keep=1) as cache:
-            cached = cache.restore_latest(abstract(_part(state)))
+            cached = cache.restore_latest(_part(state))  # its arrays give the layout
     except CheckpointError as e:  # a damaged entry: moved aside, this run warm starts itself
         aside = directory.with_name(f"{directory.name}.damaged-{time.time_ns()}")
         print(f"warm-start cache entry {directory} is damaged, moved to {aside}: {e}", flush=True)
