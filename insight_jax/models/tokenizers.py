@@ -1,5 +1,9 @@
 """Tokenizers: a protocol, a character tokenizer for tiny models, and batch padding helpers.
 
+Hugging Face tokenizers (a model folder's tokenizer.json, with its chat template) load through
+``load_hf_tokenizer`` (``insight_jax.models.hf_tokenizer``). ``format_prompt`` turns a task's
+prompt text into what the model is fed: the text itself, or a chat-templated user turn.
+
 Batch convention: prompts are LEFT-padded (``encode_batch(..., side="left")``, the default),
 so every prompt ends in the last column and the sampler appends completions at one shared
 column for the whole batch. Right padding is available for training-style batches; the model
@@ -11,9 +15,13 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Sequence
-from typing import Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from insight_jax.models.hf_tokenizer import HFTokenizer
 
 
 @runtime_checkable
@@ -30,7 +38,14 @@ class Tokenizer(Protocol):
     def bos_id(self) -> int | None: ...
 
     @property
-    def eos_id(self) -> int: ...
+    def eos_id(self) -> int:
+        """The primary end id: the one appended to a finished training completion."""
+        ...
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        """Every id that ends a completion (``eos_id`` among them); sampling stops at any."""
+        ...
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, without special tokens."""
@@ -74,11 +89,18 @@ class CharTokenizer:
         return 2
 
     @property
+    def eos_ids(self) -> tuple[int, ...]:
+        return (2,)
+
+    @property
     def unk_id(self) -> int:
         return 3
 
     def encode(self, text: str) -> list[int]:
         return [self._to_id.get(c, self.unk_id) for c in text]
+
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
 
     def decode(self, ids: Sequence[int]) -> str:
         out = []
@@ -108,13 +130,16 @@ def encode_batch(
     sequence rounded up to ``pad_to_multiple``. Padding uses ``tokenizer.pad_id`` on ``side``;
     the real tokens of row b are tokens[b, L - lengths[b]:] (left) or tokens[b, :lengths[b]]
     (right). A sequence longer than L raises (truncate="error") or loses tokens from that end.
+
+    Texts are encoded in one call when the tokenizer has ``encode_many`` (HF tokenizers batch
+    in parallel). ``add_bos`` prepends ``bos_id`` (nothing when it is None) unless the encoded
+    text already starts with it: a chat template that writes the bos itself (Llama 3) must not
+    get a second one.
     """
-    rows = []
-    for text in texts:
-        ids = tokenizer.encode(text)
-        if add_bos and tokenizer.bos_id is not None:
-            ids = [tokenizer.bos_id, *ids]
-        rows.append(ids)
+    many = getattr(tokenizer, "encode_many", None)
+    encoded = many(texts) if many is not None else [tokenizer.encode(t) for t in texts]
+    bos = tokenizer.bos_id if add_bos else None
+    rows = [ids if bos is None or ids[:1] == [bos] else [bos, *ids] for ids in encoded]
     longest = max((len(r) for r in rows), default=0)
     length = (
         max_len if max_len is not None else math.ceil(longest / pad_to_multiple) * pad_to_multiple
@@ -153,3 +178,35 @@ def decode_batch(
     tokens = np.asarray(tokens)
     mask = np.ones(tokens.shape, bool) if mask is None else np.asarray(mask, bool)
     return [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask, strict=True)]
+
+
+def format_prompt(tokenizer: Tokenizer, text: str, *, chat: bool, **template_vars: Any) -> str:
+    """The text fed to the model for prompt ``text``.
+
+    chat=True: the tokenizer's chat template rendered for one user turn with the assistant's
+    turn opened (``add_generation_prompt=True``); ``template_vars`` become template variables
+    (``enable_thinking=False``...). chat=False: ``text`` unchanged.
+    """
+    if not chat:
+        if template_vars:
+            raise ValueError(
+                f"template variables {sorted(template_vars)} given with chat=False; they only "
+                "apply to chat-templated prompts"
+            )
+        return text
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(
+            f"chat=True needs a tokenizer with a chat template; this {type(tokenizer).__name__} "
+            "has none (use chat=False for plain-text prompts)"
+        )
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, **template_vars
+    )
+
+
+def load_hf_tokenizer(path: str | Path) -> HFTokenizer:
+    """The tokenizer of a Hugging Face model folder (see ``insight_jax.models.hf_tokenizer``)."""
+    # imported here so that the character tokenizer needs neither `tokenizers` nor `jinja2`
+    from insight_jax.models.hf_tokenizer import load_hf_tokenizer as load
+
+    return load(path)
