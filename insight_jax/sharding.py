@@ -40,6 +40,7 @@ DEFAULT_RULES: LogicalRules = (
     ("kv_heads", "tensor"),
     ("head_dim", None),
     ("norm", None),
+    ("layers", None),  # the stacked-layer axis of scan_layers models
 )
 
 

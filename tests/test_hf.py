@@ -73,14 +73,14 @@ LOADABLE = ["qwen3_tied", "qwen3_untied", "qwen2", "llama3"]
 
 
 def _randomise(model: torch.nn.Module, seed: int) -> None:
-    """Every parameter random: N(0, 0.5) weights and biases, norm scales uniform in 1 +/- 0.3."""
+    """Every parameter random: N(0, 0.2) weights and biases, norm scales uniform in 1 +/- 0.3."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.copy_(1 + 0.3 * (2 * torch.rand(p.shape, generator=g) - 1))
             else:
-                p.normal_(0.0, 0.5, generator=g)
+                p.normal_(0.0, 0.2, generator=g)
 
 
 _CACHE: dict = {}
@@ -98,7 +98,8 @@ def checkpoint(root, kind: str, torch_dtype=torch.float32) -> str:
         cfg_cls, model_cls, extra = KINDS[kind]
         torch.manual_seed(0)
         model = model_cls(cfg_cls(**COMMON, **extra))
-        _randomise(model, seed=len(_CACHE) + 1)
+        # The seed depends on the checkpoint only, not on which test asked first (xdist order).
+        _randomise(model, seed=1 + list(KINDS).index(kind))
         path = os.path.join(root, f"{kind}_{str(torch_dtype).split('.')[-1]}")
         model.to(torch_dtype).save_pretrained(path)
         _CACHE[key] = path
@@ -162,7 +163,8 @@ def test_logits_match_transformers(ckpt_root, kind, side):
     got = np.asarray(fwd(model, tokens, mask))
     assert got.shape == want.shape
     err = np.abs(got - want)[mask].max()
-    assert err < 1e-4, err
+    scale = np.abs(want[mask]).max()
+    assert err < 1e-4, (err, scale)
     if kind == "llama3":
         # The scaling changes the model: without it the logits are far off.
         plain = dataclasses.replace(model.config, rope_scaling=None)

@@ -319,3 +319,156 @@ def test_encode_batch_left_and_right():
         tk.encode_batch(tok, ["abcdef"], max_len=4)
     cut, n = tk.encode_batch(tok, ["abcdef"], max_len=4, truncate="left", add_bos=False)
     assert tok.decode(cut[0]) == "cdef" and n[0] == 4
+
+
+# ------------------------------------------------------------------ scan, remat, chunked logits
+
+
+def _padded_batch(b=3, t=21, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = jnp.asarray(rng.integers(4, V, (b, t)), jnp.int32)
+    lengths = rng.integers(t // 2, t + 1, b)
+    return tokens, jnp.asarray(tk.padding_mask(lengths, t, "left"))
+
+
+def test_scan_layers_is_the_same_model():
+    """scan_layers stacks the same per-layer draws: same parameters, logits and cached decode."""
+    plain = _model(num_layers=3, perturb=False)
+    scanned = _model(num_layers=3, perturb=False, scan_layers=True)
+    a = nnx.to_pure_dict(nnx.state(plain))
+    b = nnx.to_pure_dict(nnx.state(scanned))
+    q = b["layers"]["self_attn"]["q_proj"]["kernel"]
+    assert q.shape == (3, *a["layers"][0]["self_attn"]["q_proj"]["kernel"].shape)
+    for i in range(3):
+        np.testing.assert_array_equal(q[i], a["layers"][i]["self_attn"]["q_proj"]["kernel"])
+    axes = scanned.layers.self_attn.q_proj.kernel.get_metadata()["out_sharding"]
+    assert axes == ("layers", "embed", "q_heads", "head_dim")
+
+    tokens, mask = _padded_batch()
+    np.testing.assert_allclose(
+        scanned(tokens, attention_mask=mask)[0], plain(tokens, attention_mask=mask)[0], atol=1e-5
+    )
+    outs = []
+    for model in (plain, scanned):
+        cache = init_cache(model.config, 3, tokens.shape[1] + 2)
+        _, cache = model(tokens, cache=cache, attention_mask=mask)
+        step, cache = model(tokens[:, :1], cache=cache)
+        outs.append(step)
+    assert isinstance(cache.k, jax.Array) and cache.k.shape[0] == 3
+    np.testing.assert_allclose(outs[1], outs[0], atol=1e-5)
+
+
+def test_scan_compiles_flat_in_depth():
+    """The lowered program of a scanned model does not grow with depth; the loop's does."""
+
+    def size(layers, scan):
+        model = _model(num_layers=layers, perturb=False, scan_layers=scan)
+        g, state = nnx.split(model)
+        tokens, mask = _padded_batch()
+        fn = jax.jit(lambda s: token_logprobs(nnx.merge(g, s), tokens, mask).sum())
+        return len(fn.lower(state).as_text())
+
+    assert size(8, True) < 1.1 * size(2, True)
+    assert size(8, False) > 2 * size(2, False)
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_keeps_values_and_gradients(remat):
+    tokens, mask = _padded_batch()
+
+    def grads(**overrides):
+        # Unperturbed: the perturbation draws per leaf, so it differs between layouts.
+        g, state = nnx.split(_model(perturb=False, **overrides))
+        loss = lambda s: token_logprobs(nnx.merge(g, s), tokens, mask).sum()
+        return jax.value_and_grad(loss)(state)
+
+    (v0, g0), (v1, g1) = grads(), grads(remat=remat, scan_layers=remat == "dots")
+    np.testing.assert_allclose(v1, v0, rtol=1e-6)
+    g1 = nnx.to_pure_dict(g1)
+    if remat == "dots":  # compare per layer: unstack the scanned gradients
+        stacked = g1["layers"]
+        g1["layers"] = {
+            i: jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(len(g0["layers"]))
+        }
+    # float32 sums reassociate under scan / remat: a few 1e-6 of gradients of size ~0.5.
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5),
+        nnx.to_pure_dict(g0),
+        g1,
+    )
+
+
+@pytest.mark.parametrize("chunk", [4, 7, 100])
+def test_chunked_logprobs_equal_whole(chunk):
+    """Chunks that divide L - 1, that do not (padding), and one larger than L - 1."""
+    tokens, mask = _padded_batch(t=29)
+    plain = _model()
+    g, state = nnx.split(plain)
+    g_chunk, _ = nnx.split(_model(logits_chunk=chunk))
+
+    def loss(graphdef, s):
+        lp, ent = token_logprobs(
+            nnx.merge(graphdef, s), tokens, mask, temperature=0.7, return_entropy=True
+        )
+        return (lp * 1.3 + ent).sum(), (lp, ent)
+
+    (_, (lp0, e0)), g0 = jax.value_and_grad(lambda s: loss(g, s), has_aux=True)(state)
+    (_, (lp1, e1)), g1 = jax.value_and_grad(lambda s: loss(g_chunk, s), has_aux=True)(state)
+    np.testing.assert_allclose(lp1, lp0, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(e1, e0, rtol=1e-6, atol=1e-6)
+    assert lp0.shape == (3, 28)
+    # The gradient sums over chunks in another order: float32 differences of ~1e-5.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5), g0, g1)
+
+
+def test_chunked_logprobs_never_hold_the_full_logits():
+    """Compiled temp memory of the log-prob gradient, from XLA's memory analysis. A large
+    vocabulary and a narrow model, so logits dominate: whole-sequence logits need more than
+    B L V float32 bytes; chunks of 8 positions (a few [B, 8, V] buffers live in the backward
+    pass) stay below half of it."""
+    vocab, b, t = 32768, 8, 129
+    full_bytes = b * (t - 1) * vocab * 4
+    small = dict(num_layers=1, embed_dim=32, mlp_dim=64, num_heads=2, num_kv_heads=1, head_dim=16)
+
+    def temp_bytes(chunk):
+        cfg = TransformerConfig.tiny(vocab, logits_chunk=chunk, **small)
+        g, state = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+        tokens = jax.ShapeDtypeStruct((b, t), jnp.int32)
+        mask = jax.ShapeDtypeStruct((b, t), bool)
+        loss = lambda s, x, m: token_logprobs(nnx.merge(g, s), x, m).sum()
+        compiled = jax.jit(jax.grad(loss)).lower(state, tokens, mask).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    assert temp_bytes(0) > full_bytes
+    assert temp_bytes(8) < full_bytes / 2
+
+
+def test_llama3_rope_scaling_matches_transformers():
+    """inv_freq against transformers' own llama3 rope initialisation (the reference)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from insight_jax.models.transformer import rope_inv_freq
+
+    for factor, low, high, ctx in [
+        (8.0, 1.0, 4.0, 8192),
+        (32.0, 1.0, 4.0, 64),
+        (4.0, 2.0, 8.0, 32),
+    ]:
+        cfg = transformers.LlamaConfig(
+            hidden_size=256,
+            num_attention_heads=2,
+            rope_parameters=dict(
+                rope_type="llama3",
+                rope_theta=5e5,
+                factor=factor,
+                low_freq_factor=low,
+                high_freq_factor=high,
+                original_max_position_embeddings=ctx,
+            ),
+        )
+        ref, scale = ROPE_INIT_FUNCTIONS["llama3"](cfg, "cpu")
+        assert scale == 1.0
+        ours = rope_inv_freq(128, 5e5, (factor, low, high, ctx))
+        np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-6)
+        assert not np.allclose(ours, rope_inv_freq(128, 5e5))  # the scaling is exercised

@@ -45,6 +45,16 @@ from flax import nnx
 # query) gets a uniform softmax instead of NaN, so NaNs never reach gradients.
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
+# Per-layer rematerialisation (``TransformerConfig.remat``): what a layer keeps for the backward
+# pass. "none": everything (no recompute); "full": only the layer's input (recompute the whole
+# layer); "dots": the outputs of the weight matmuls (no batch dimensions), recomputing norms,
+# activations and attention scores, whose [B, H, T, S] tensors dominate at long sequences.
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
 
 # ----------------------------------------------------------------------------------------------
 # Config
@@ -76,6 +86,17 @@ class TransformerConfig:
     param_dtype: Any = jnp.float32
     max_seq_len: int = 2048
     init_std: float = 0.02  # normal init of kernels/embeddings (HF initializer_range)
+    # Llama 3 RoPE scaling (factor, low_freq_factor, high_freq_factor,
+    # original_max_position_embeddings); None: plain RoPE. See ``rope_inv_freq``.
+    rope_scaling: tuple[float, float, float, int] | None = None
+    # Memory and compile time (no effect on the function computed):
+    # scan_layers: the layers' parameters stacked on a leading "layers" axis and run by one
+    #   lax.scan, so compile time stays flat in depth;
+    # remat: per-layer rematerialisation policy, a name in REMAT_POLICIES;
+    # logits_chunk: token_logprobs computes [B, chunk, V] logits at a time (0: all at once).
+    scan_layers: bool = False
+    remat: str = "none"
+    logits_chunk: int = 0
 
     def __post_init__(self):
         # Accept "bfloat16" strings from ml_collections configs; store canonical np dtypes.
@@ -87,6 +108,20 @@ class TransformerConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat={self.remat!r}; allowed: {', '.join(REMAT_POLICIES)}")
+        if self.logits_chunk < 0:
+            raise ValueError(f"logits_chunk must be >= 0, got {self.logits_chunk}")
+        if self.rope_scaling is not None:
+            rs = tuple(self.rope_scaling)
+            if len(rs) != 4 or not rs[0] >= 1 or not 0 < rs[1] < rs[2] or rs[3] <= 0:
+                raise ValueError(
+                    "rope_scaling must be (factor >= 1, low_freq_factor, high_freq_factor > "
+                    f"low_freq_factor > 0, original_max_position_embeddings > 0), got {rs}"
+                )
+            object.__setattr__(
+                self, "rope_scaling", (float(rs[0]), float(rs[1]), float(rs[2]), int(rs[3]))
+            )
 
     # Presets ----------------------------------------------------------------------------------
 
@@ -202,16 +237,42 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     return y.astype(x.dtype) * scale.astype(x.dtype)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+def rope_inv_freq(
+    head_dim: int, theta: float, scaling: tuple[float, float, float, int] | None = None
+) -> jax.Array:
+    """Inverse frequencies inv_freq_i = theta^(-2i/D), i < D/2, float32 [D/2].
+
+    Llama 3 scaling (factor s, low_freq_factor l, high_freq_factor h, original context C): with
+    wavelength w_i = 2 pi / inv_freq_i, long wavelengths (w > C / l) are divided by s, short ones
+    (w < C / h) kept, and the band between interpolates with smooth = (C / w - l) / (h - l):
+        inv_freq'_i = (1 - smooth) inv_freq_i / s + smooth inv_freq_i.
+    """
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    if scaling is None:
+        return inv_freq
+    factor, low, high, context = scaling
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (context / wavelen - low) / (high - low)
+    medium = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    scaled = jnp.where(wavelen > context / low, inv_freq / factor, inv_freq)
+    is_medium = (wavelen >= context / high) & (wavelen <= context / low)
+    return jnp.where(is_medium, medium, scaled)
+
+
+def apply_rope(
+    x: jax.Array,
+    positions: jax.Array,
+    theta: float,
+    scaling: tuple[float, float, float, int] | None = None,
+) -> jax.Array:
     """Rotary embedding, half-split convention of HF ``rotate_half``.
 
-    x: [B, T, H, D], positions: [B, T] int. With inv_freq_i = theta^(-2i/D) and
+    x: [B, T, H, D], positions: [B, T] int. With inv_freq from ``rope_inv_freq`` and
     angle = pos * inv_freq (shape [B, T, D/2]), x = [x1, x2] (halves of D):
         out = [x1 cos - x2 sin, x2 cos + x1 sin].
     Scores q(m).k(n) then depend on positions only through m - n.
     """
-    d = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    inv_freq = rope_inv_freq(x.shape[-1], theta, scaling)
     angle = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
     sin = jnp.sin(angle)[:, :, None, :]
     cos = jnp.cos(angle)[:, :, None, :]
@@ -267,15 +328,17 @@ def default_positions(attention_mask: jax.Array, offset: jax.Array | None = None
 class KVCache(NamedTuple):
     """Fixed-size decode state (a pytree).
 
-    k, v:      num_layers x [B, S, num_kv_heads, head_dim] (S = max cache length), compute dtype.
+    k, v:      per layer [B, S, num_kv_heads, head_dim] (S = max cache length), compute dtype:
+               a tuple of num_layers arrays, or one [num_layers, B, S, ...] array when the
+               model scans over its layers (``config.scan_layers``).
     key_mask:  [B, S] bool, slot holds a real (non-padding) token.
     index:     [] int32, slots written so far; the next T tokens go to [index, index + T).
                Shared by the batch: every row writes one slot per token fed, padding included.
     lengths:   [B] int32, real tokens per row = the RoPE position of the row's next token.
     """
 
-    k: tuple[jax.Array, ...]
-    v: tuple[jax.Array, ...]
+    k: tuple[jax.Array, ...] | jax.Array
+    v: tuple[jax.Array, ...] | jax.Array
     key_mask: jax.Array
     index: jax.Array
     lengths: jax.Array
@@ -284,6 +347,23 @@ class KVCache(NamedTuple):
     def max_len(self) -> int:
         return self.key_mask.shape[1]
 
+    def repeat_rows(self, k: int) -> KVCache:
+        """Each row repeated k times (rows b*k .. b*k + k - 1 are row b): one prefill per
+        prompt, copied to its k samples."""
+
+        def rep(x, axis):
+            return jnp.repeat(x, k, axis=axis)
+
+        stacked = not isinstance(self.k, tuple)
+        kv = lambda x: rep(x, 1) if stacked else tuple(rep(y, 0) for y in x)
+        return KVCache(
+            k=kv(self.k),
+            v=kv(self.v),
+            key_mask=rep(self.key_mask, 0),
+            index=self.index,
+            lengths=rep(self.lengths, 0),
+        )
+
 
 def init_cache(
     config: TransformerConfig, batch_size: int, max_len: int, dtype: Any = None
@@ -291,10 +371,15 @@ def init_cache(
     """Empty cache for ``batch_size`` rows of up to ``max_len`` slots (prompt + new tokens)."""
     dtype = config.dtype if dtype is None else dtype
     shape = (batch_size, max_len, config.num_kv_heads, config.head_dim)
-    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+    if config.scan_layers:
+        k = jnp.zeros((config.num_layers, *shape), dtype)
+        v = jnp.zeros((config.num_layers, *shape), dtype)
+    else:
+        k = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+        v = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     return KVCache(
-        k=zeros,
-        v=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
+        k=k,
+        v=v,
         key_mask=jnp.zeros((batch_size, max_len), bool),
         index=jnp.zeros((), jnp.int32),
         lengths=jnp.zeros((batch_size,), jnp.int32),
@@ -304,13 +389,11 @@ def init_cache(
 def cache_logical_axes(config: TransformerConfig) -> KVCache:
     """Logical axis names of every cache leaf (same tree as ``init_cache``), for sharding."""
     kv = ("batch", "length", "kv_heads", "head_dim")
-    return KVCache(
-        k=(kv,) * config.num_layers,
-        v=(kv,) * config.num_layers,
-        key_mask=("batch", "length"),
-        index=(),
-        lengths=("batch",),
-    )
+    if config.scan_layers:
+        k = v = ("layers", *kv)
+    else:
+        k = v = (kv,) * config.num_layers
+    return KVCache(k=k, v=v, key_mask=("batch", "length"), index=(), lengths=("batch",))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,8 +501,8 @@ class Attention(nnx.Module):
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.q_norm is not None:  # Qwen3: RMSNorm over head_dim, before RoPE
             q, k = self.q_norm(q), self.k_norm(k)
-        theta = self.config.rope_theta
-        q, k = apply_rope(q, positions, theta), apply_rope(k, positions, theta)
+        rope = (self.config.rope_theta, self.config.rope_scaling)
+        q, k = apply_rope(q, positions, *rope), apply_rope(k, positions, *rope)
         if kv is not None:
             k_buf, v_buf = kv
             start = (0, index, 0, 0)
@@ -480,17 +563,38 @@ class Embed(nnx.Module):
     def attend(self, x: jax.Array) -> jax.Array:
         """Tied lm head: logits = x . embedding^T, accumulated and returned in float32."""
         emb = self.embedding[...].astype(self.dtype)
-        return jnp.einsum("bte,ve->btv", x, emb, preferred_element_type=jnp.float32)
+        return jnp.einsum("...e,ve->...v", x, emb, preferred_element_type=jnp.float32)
+
+
+def _stack_layers(blocks: list[Block]) -> Block:
+    """One Block whose every parameter is the blocks' parameters stacked on a new leading axis,
+    with logical axis "layers" (``config.scan_layers``). Built from the same per-layer draws as
+    the unstacked list, so both layouts initialise to the same model."""
+    graphdef, _ = nnx.split(blocks[0])
+
+    def stack(*variables):
+        axes = ("layers", *variables[0].get_metadata()["out_sharding"])
+        value = jnp.stack([v[...] for v in variables])
+        return type(variables[0])(value, out_sharding=axes, eager_sharding=False)
+
+    states = [nnx.split(b)[1] for b in blocks]
+    stacked = jax.tree.map(stack, *states, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return nnx.merge(graphdef, stacked)
 
 
 class Transformer(nnx.Module):
-    """The policy. ``Transformer(config, rngs=nnx.Rngs(0))``; see the module docstring."""
+    """The policy. ``Transformer(config, rngs=nnx.Rngs(0))``; see the module docstring.
+
+    ``layers`` is an ``nnx.List`` of Blocks, or with ``config.scan_layers`` one Block holding
+    every layer's parameters stacked on a leading axis (run by ``lax.scan``).
+    """
 
     def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
         c = config
         self.config = c
         self.embed_tokens = Embed(c, rngs=rngs)
-        self.layers = nnx.List([Block(c, rngs=rngs) for _ in range(c.num_layers)])
+        blocks = [Block(c, rngs=rngs) for _ in range(c.num_layers)]
+        self.layers = _stack_layers(blocks) if c.scan_layers else nnx.List(blocks)
         self.norm = RMSNorm(c.embed_dim, c.rms_eps, "norm", dtype=c.param_dtype, rngs=rngs)
         if c.tie_embeddings:
             self.lm_head = None
@@ -527,6 +631,22 @@ class Transformer(nnx.Module):
         [B, P, V] float32 logits would be the largest tensor of the whole rollout).
         Returns (logits [B, T, V] float32, updated cache or None).
         """
+        x, cache = self.hidden(
+            tokens, positions, cache=cache, attention_mask=attention_mask, last_only=last_only
+        )
+        return self.unembed(x), cache
+
+    def hidden(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        *,
+        cache: KVCache | None = None,
+        attention_mask: jax.Array | None = None,
+        last_only: bool = False,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """The final-normed hidden states [B, T, E] (compute dtype) that ``unembed`` turns into
+        logits; arguments as ``__call__``."""
         b, t = tokens.shape
         if attention_mask is None:
             attention_mask = jnp.ones((b, t), bool)
@@ -548,31 +668,59 @@ class Transformer(nnx.Module):
             mask = make_attention_mask(key_mask, query_slots, cache.max_len)
 
         x = self.embed_tokens(tokens)
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, kv = layer(x, positions, mask, kv, index)
-            if kv is not None:
-                new_k.append(kv[0])
-                new_v.append(kv[1])
+        kv = None if cache is None else (cache.k, cache.v)
+        x, kv = self._run_layers(x, positions, mask, kv, index)
         if last_only:
             x = x[:, -1:]
         x = self.norm(x)
-        if self.lm_head is None:
-            logits = self.embed_tokens.attend(x)
-        else:
-            kernel = self.lm_head.kernel[...].astype(x.dtype)
-            logits = jnp.einsum("bte,ev->btv", x, kernel, preferred_element_type=jnp.float32)
-
         if cache is not None:
             cache = KVCache(
-                k=tuple(new_k),
-                v=tuple(new_v),
+                k=kv[0],
+                v=kv[1],
                 key_mask=key_mask,
                 index=index + t,
                 lengths=cache.lengths + jnp.sum(attention_mask, axis=-1, dtype=jnp.int32),
             )
-        return logits, cache
+        return x, cache
+
+    def _run_layers(self, x, positions, mask, kv, index):
+        """x through every layer (a Python loop, or one lax.scan over stacked layers), each
+        rematerialised as ``config.remat`` says. kv: (k, v) cache buffers in the layout of
+        ``init_cache``, or None."""
+        c = self.config
+
+        def apply(graphdef, state, x, layer_kv):
+            return nnx.merge(graphdef, state)(x, positions, mask, layer_kv, index)
+
+        policy = REMAT_POLICIES[c.remat]
+        if c.remat != "none":
+            apply = jax.checkpoint(apply, policy=policy, static_argnums=(0,))
+
+        if c.scan_layers:
+            graphdef, stacked = nnx.split(self.layers)
+            if kv is None:
+                x, _ = jax.lax.scan(
+                    lambda x, st: (apply(graphdef, st, x, None)[0], None), x, stacked
+                )
+                return x, None
+            x, kv = jax.lax.scan(lambda x, xs: apply(graphdef, xs[0], x, xs[1]), x, (stacked, kv))
+            return x, kv
+
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            graphdef, state = nnx.split(layer)
+            x, layer_kv = apply(graphdef, state, x, None if kv is None else (kv[0][i], kv[1][i]))
+            if kv is not None:
+                new_k.append(layer_kv[0])
+                new_v.append(layer_kv[1])
+        return x, None if kv is None else (tuple(new_k), tuple(new_v))
+
+    def unembed(self, x: jax.Array) -> jax.Array:
+        """Logits [..., V] float32 of hidden states [..., E] (tied: x . embedding^T)."""
+        if self.lm_head is None:
+            return self.embed_tokens.attend(x)
+        kernel = self.lm_head.kernel[...].astype(x.dtype)
+        return jnp.einsum("...e,ev->...v", x, kernel, preferred_element_type=jnp.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -612,15 +760,43 @@ def token_logprobs(
     out[b, j] = log_softmax(logits[b, j] / T)[tokens[b, j + 1]], shape [B, L - 1], zeroed where
     mask[b, j + 1] is False. Positions follow ``default_positions(mask)``, as in the sampler.
     With ``return_entropy`` also the entropy of the predictive distribution at j (same mask).
+
+    With ``config.logits_chunk = C > 0`` the float32 logits exist C positions at a time
+    ([B, C, V], recomputed in the backward pass): at a 152k vocabulary the whole [B, L, V]
+    would be the largest tensor of the step by far.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     mask = mask.astype(bool)
-    logits, _ = model(tokens, attention_mask=mask)
-    logits = logits[:, :-1]
-    target_mask = mask[:, 1:]
-    lp = jnp.where(target_mask, logprobs_from_logits(logits, tokens[:, 1:], temperature), 0.0)
+    hidden, _ = model.hidden(tokens, attention_mask=mask)
+    hidden, targets, target_mask = hidden[:, :-1], tokens[:, 1:], mask[:, 1:]
+
+    def score(h, tgt):
+        logits = model.unembed(h)
+        ent = entropy_from_logits(logits, temperature) if return_entropy else None
+        return logprobs_from_logits(logits, tgt, temperature), ent
+
+    n = hidden.shape[1]
+    chunk = model.config.logits_chunk
+    if chunk == 0 or chunk >= n:
+        lp, ent = score(hidden, targets)
+    else:
+        # [B, n, ...] -> [n / C, B, C, ...] (padded), scored chunk by chunk.
+        pad = -n % chunk
+        to_chunks = lambda x: jnp.moveaxis(
+            jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)).reshape(
+                x.shape[0], -1, chunk, *x.shape[2:]
+            ),
+            1,
+            0,
+        )
+        from_chunks = lambda x: jnp.moveaxis(x, 0, 1).reshape(x.shape[1], -1)[:, :n]
+        lp, ent = jax.lax.map(
+            jax.checkpoint(lambda xs: score(*xs)), (to_chunks(hidden), to_chunks(targets))
+        )
+        lp = from_chunks(lp)
+        ent = None if ent is None else from_chunks(ent)
+    lp = jnp.where(target_mask, lp, 0.0)
     if not return_entropy:
         return lp
-    ent = jnp.where(target_mask, entropy_from_logits(logits, temperature), 0.0)
-    return lp, ent
+    return lp, jnp.where(target_mask, ent, 0.0)

@@ -233,9 +233,8 @@ def _cached_impl(state, prompt_tokens, prompt_lengths, key, *, graphdef, s, mesh
         init_cache(model.config, b, max_len)
     )
     logits, cache = model(prompt_tokens, cache=cache, attention_mask=prompt_mask, last_only=True)
-    repeat = lambda x: jnp.repeat(x, k, axis=0) if x.ndim else x  # index is a shared scalar
     constrain = _cache_constraint(model.config, b * k, max_len, mesh, rules)
-    cache = constrain(jax.tree.map(repeat, cache))
+    cache = constrain(cache.repeat_rows(k))
 
     def advance(cache, t, prev, prev_valid):
         del t  # the cache tracks its own write slot and positions
@@ -243,7 +242,7 @@ def _cached_impl(state, prompt_tokens, prompt_lengths, key, *, graphdef, s, mesh
         return logits[:, 0], constrain(cache)
 
     row_keys = jax.random.split(key, b * k)
-    out = _generate(repeat(logits[:, -1]), cache, advance, row_keys, s)
+    out = _generate(jnp.repeat(logits[:, -1], k, axis=0), cache, advance, row_keys, s)
     prompts, prompt_mask = _repeat_prompts(prompt_tokens, prompt_lengths, k)
     return _rollout(prompts, prompt_mask, *out)
 
