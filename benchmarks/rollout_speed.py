@@ -124,7 +124,7 @@ def bench_config(name: str, args, flops_rate: float, bandwidth: float) -> list[d
     rng = np.random.default_rng(0)
     prompts = rng.integers(4, cfg.vocab_size, (b, p), dtype=np.int32)
     lengths = np.full((b,), p, np.int32)
-    settings = dict(max_new_tokens=n, num_samples=k, temperature=1.0, top_p=0.95, eos_id=None)
+    settings = dict(max_new_tokens=n, num_samples=k, temperature=1.0, top_p=0.95, eos_ids=())
 
     flops = useful_flops(cfg, b * k, p, n)
     flop_floor = flops / flops_rate

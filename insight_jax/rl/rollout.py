@@ -15,7 +15,8 @@ Cache. Each prompt is prefilled once ([B, P] rows, logits of the last column onl
 cache copied to its K samples; decode then appends one slot per step to a cache of P + N slots
 (models/transformer.py ``KVCache``).
 
-Stopping. A row is done after it emits ``eos_id`` (the EOS token is part of the completion,
+Stopping. A row is done after it emits any of ``eos_ids`` (Qwen's tokenizers have several; the
+EOS token is part of the completion,
 mask True); later columns hold ``pad_id`` with mask False and log-prob 0. The decode loop is a
 ``lax.while_loop`` that exits once every row is done or max_new_tokens are drawn.
 """
@@ -150,8 +151,11 @@ class SamplingSettings:
     num_samples: int
     temperature: float
     top_p: float
-    eos_id: int | None
+    eos_ids: tuple[int, ...]  # a row stops at any of them (empty: never stops early)
     pad_id: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "eos_ids", tuple(int(i) for i in self.eos_ids))
 
 
 def _repeat_prompts(prompt_tokens, prompt_lengths, k):
@@ -173,7 +177,8 @@ def _generate(first_logits, aux, advance, row_keys, s: SamplingSettings):
         live = ~c["done"]
         tok = jnp.where(live, tok, s.pad_id)
         lp = jnp.where(live, lp, 0.0)
-        done = c["done"] if s.eos_id is None else c["done"] | (live & (tok == s.eos_id))
+        is_eos = jnp.isin(tok, jnp.asarray(s.eos_ids, jnp.int32)) if s.eos_ids else False
+        done = c["done"] | (live & is_eos)
         put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x[:, None], (0, t))
         return dict(
             c,
@@ -392,7 +397,7 @@ def sample(
     num_samples: int = 1,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    eos_id: int | None = None,
+    eos_ids: tuple[int, ...] = (),
     pad_id: int = 0,
     mesh: Mesh | None = None,
     rules: shd.LogicalRules = shd.DEFAULT_RULES,
@@ -417,7 +422,7 @@ def sample(
         num_samples=num_samples,
         temperature=temperature,
         top_p=top_p,
-        eos_id=eos_id,
+        eos_ids=eos_ids,
         pad_id=pad_id,
     )
 
@@ -432,7 +437,7 @@ def naive_sample(
     num_samples: int = 1,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    eos_id: int | None = None,
+    eos_ids: tuple[int, ...] = (),
     pad_id: int = 0,
     mesh: Mesh | None = None,
     rules: shd.LogicalRules = shd.DEFAULT_RULES,
@@ -454,6 +459,6 @@ def naive_sample(
         num_samples=num_samples,
         temperature=temperature,
         top_p=top_p,
-        eos_id=eos_id,
+        eos_ids=eos_ids,
         pad_id=pad_id,
     )

@@ -183,7 +183,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         grpo=grpo,
     )
     fns = make_step_fns(graphdef, state_sh, mesh, rules, sft_opt, rl_opt, scorer, shard, settings)
-    common = dict(eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+    common = dict(eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id)
     rollout_engine = make_rollout_engine(
         rl.rollout_engine,
         graphdef,
