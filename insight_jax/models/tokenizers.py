@@ -51,6 +51,10 @@ class Tokenizer(Protocol):
         """Token ids of ``text``, without special tokens."""
         ...
 
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """``encode`` of each text, in one call (HF tokenizers batch it in parallel)."""
+        ...
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; special tokens are dropped."""
         ...
@@ -131,13 +135,12 @@ def encode_batch(
     the real tokens of row b are tokens[b, L - lengths[b]:] (left) or tokens[b, :lengths[b]]
     (right). A sequence longer than L raises (truncate="error") or loses tokens from that end.
 
-    Texts are encoded in one call when the tokenizer has ``encode_many`` (HF tokenizers batch
-    in parallel). ``add_bos`` prepends ``bos_id`` (nothing when it is None) unless the encoded
-    text already starts with it: a chat template that writes the bos itself (Llama 3) must not
+    Texts are encoded in one ``encode_many`` call (HF tokenizers batch in parallel).
+    ``add_bos`` prepends ``bos_id`` (nothing when it is None) unless the encoded text already
+    starts with it: a chat template that writes the bos itself (Llama 3) must not
     get a second one.
     """
-    many = getattr(tokenizer, "encode_many", None)
-    encoded = many(texts) if many is not None else [tokenizer.encode(t) for t in texts]
+    encoded = tokenizer.encode_many(texts)
     bos = tokenizer.bos_id if add_bos else None
     rows = [ids if bos is None or ids[:1] == [bos] else [bos, *ids] for ids in encoded]
     longest = max((len(r) for r in rows), default=0)

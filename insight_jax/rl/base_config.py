@@ -53,8 +53,24 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.task.rl_pool_size = 0
 
     c.model = ml_collections.ConfigDict()
+    # A Hugging Face model folder (config.json, *.safetensors, tokenizer.json): train that
+    # checkpoint with its tokenizer ("": the preset below, random weights, character tokenizer;
+    # with a path, preset and overrides are not used).
+    c.model.path = ""
     c.model.preset = "tiny"  # TransformerConfig preset
-    c.model.overrides = dict(num_layers=2, embed_dim=128, mlp_dim=256)
+    c.model.overrides = dict(num_layers=2, embed_dim=128, mlp_dim=256)  # preset shape changes
+    # Chat template of the tokenizer around each prompt: "auto" (when it has one), "on", "off".
+    c.model.chat_template = "auto"
+    c.model.template_vars = {}  # extra template variables, e.g. {"enable_thinking": False}
+    # Numerics and memory, for presets and checkpoints alike: compute dtype (float32 logits and
+    # log-probs always), parameter storage dtype (float32 master weights under bfloat16
+    # compute), scan over stacked layers (compile time flat in depth), per-layer remat policy
+    # ("none", "full", "dots"), log-probs over chunks of this many positions (0: whole sequence).
+    c.model.dtype = "float32"
+    c.model.param_dtype = "float32"
+    c.model.scan_layers = False
+    c.model.remat = "none"
+    c.model.logits_chunk = 0
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (-1,)  # -1: all devices

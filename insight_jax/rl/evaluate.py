@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -14,10 +14,11 @@ from insight_jax.tasks.base import Task
 
 
 def encode_prompts(
-    tokenizer: Tokenizer, task: Task, records: Sequence[dict], prompt_len: int
+    tokenizer: Tokenizer, texts: Sequence[str], prompt_len: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Left-padded prompt tokens [B, prompt_len] (BOS first) and their lengths."""
-    return encode_batch(tokenizer, [task.prompt(r) for r in records], max_len=prompt_len)
+    """Left-padded prompt tokens [B, prompt_len] (BOS first, if the tokenizer has one) and
+    their lengths."""
+    return encode_batch(tokenizer, texts, max_len=prompt_len)
 
 
 def rollout_rewards(
@@ -42,19 +43,23 @@ def evaluate(
     key: jax.Array,
     *,
     prompt_len: int,
+    prompt: Callable[[dict], str] | None = None,
     batch_multiple: int = 1,
     success_threshold: float = 1.0,
 ) -> dict[str, Any]:
     """pass@1 on held-out records: the mean over the engine's num_samples samples per problem
     of 1[reward >= success_threshold], plus the mean reward and the per-problem success counts.
 
-    The batch is padded (by repeating the last record) to a multiple of `batch_multiple` so it
-    splits evenly over the mesh; padded rows are dropped before averaging.
+    `prompt(record)` is the text the policy sees (default: the task's prompt; the trainer
+    passes its chat-templated one). The batch is padded (by repeating the last record) to a
+    multiple of `batch_multiple` so it splits evenly over the mesh; padded rows are dropped
+    before averaging.
     """
     records = list(records)
     pad = (-len(records)) % batch_multiple
     padded = records + [records[-1]] * pad
-    tokens, lengths = encode_prompts(tokenizer, task, padded, prompt_len)
+    prompt = task.prompt if prompt is None else prompt
+    tokens, lengths = encode_prompts(tokenizer, [prompt(r) for r in padded], prompt_len)
     rollout = engine.generate(model_state, tokens, lengths, key)
     k = engine.settings.num_samples
     rewards, _ = rollout_rewards(tokenizer, task, padded, rollout, k)

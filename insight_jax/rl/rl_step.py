@@ -27,7 +27,8 @@ from insight_jax.selection import successes_from_rewards, validate_update
 
 def _rollout(comps: Components, state: TrainState, indices: np.ndarray, key: jax.Array):
     records = [comps.pool[int(i)] for i in indices]
-    tokens, lengths = encode_prompts(comps.tokenizer, comps.task, records, comps.prompt_len)
+    texts = [comps.prompt(r) for r in records]
+    tokens, lengths = encode_prompts(comps.tokenizer, texts, comps.prompt_len)
     return comps.rollout_engine.generate(state.model, tokens, lengths, key), records
 
 

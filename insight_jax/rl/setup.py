@@ -17,9 +17,10 @@ import ml_collections
 from flax import nnx
 
 from insight_jax import sharding as shd
-from insight_jax.models.tokenizers import CharTokenizer, Tokenizer
-from insight_jax.models.transformer import Transformer, TransformerConfig
+from insight_jax.models.tokenizers import Tokenizer, encode_batch
+from insight_jax.models.transformer import Transformer
 from insight_jax.rl import grpo as grpo_lib
+from insight_jax.rl.policy import Policy, initial_model_state, policy_from_config
 from insight_jax.rl.rollout import RolloutEngine, SamplingSettings, make_rollout_engine
 from insight_jax.rl.state import TrainState
 from insight_jax.rl.steps import StepFns, StepSettings, make_step_fns, opt_state_shardings
@@ -40,6 +41,7 @@ class Components:
 
     config: ml_collections.ConfigDict
     workdir: Path
+    policy: Policy
     tokenizer: Tokenizer
     task: Task
     pool: Any  # random access by global index: pool[i] -> record
@@ -54,7 +56,13 @@ class Components:
     rollout_engine: RolloutEngine
     eval_engine: RolloutEngine
     fns: StepFns
-    init: Any  # () -> TrainState at step 0 (jitted, born sharded)
+    # () -> TrainState at step 0, born sharded (with model.path: the checkpoint's weights,
+    # read when called)
+    init: Any
+
+    def prompt(self, record: dict) -> str:
+        """The text the policy is prompted with for `record` (chat-templated for chat models)."""
+        return self.policy.prompt_text(self.task.prompt(record))
 
     @property
     def warm_steps(self) -> int:
@@ -117,19 +125,19 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     """Builds every component of the run `config` describes (the config is validated already)."""
     c = config
     workdir = Path(workdir).resolve()  # orbax needs absolute paths
-    tokenizer = CharTokenizer()
+    policy = policy_from_config(c)
+    tokenizer = policy.tokenizer
     task = get_task(c.task.name, **to_dict(c.task.kwargs))
     pool = build_pool(task, c.task.num_train, c.seed, workdir / "data")
     num_items = c.task.rl_pool_size or c.task.num_train
     test = task.generate(c.task.num_test, c.seed, split="test")
-    prompt_len = c.task.max_prompt_len or 1 + max(
-        len(task.prompt(pool[i])) for i in range(len(pool))
+    # The longest prompt of the pool in tokens (BOS included), unless the config fixes it.
+    prompt_len = c.task.max_prompt_len or int(
+        encode_batch(tokenizer, [policy.prompt_text(task.prompt(r)) for r in pool])[1].max()
     )
     rules = as_rules(c.mesh.rules)  # tuples, also when read back from config.json
     mesh = shd.make_mesh(tuple(c.mesh.shape), tuple(c.mesh.axes))
-    model_config = TransformerConfig.preset(
-        c.model.preset, vocab_size=tokenizer.vocab_size, **to_dict(c.model.overrides)
-    )
+    model_config = policy.model_config
     graphdef, _, model_sh = shd.abstract_sharded_state(Transformer, model_config, mesh, rules)
     sel, rl = c.selection, c.rl
     scorer = get_scorer(sel.scorer, num_rollouts=rl.num_rollouts, **to_dict(sel.params[sel.scorer]))
@@ -138,8 +146,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     repl = shd.replicated(mesh)
     pool_sharding = shd.logical_to_sharding(("pool",), mesh, rules)
 
-    def init() -> TrainState:
-        model = nnx.split(Transformer(model_config, rngs=nnx.Rngs(c.seed)))[1]
+    def init(model: nnx.State | None) -> TrainState:
+        if model is None:  # a preset: random weights drawn from the seed
+            model = nnx.split(Transformer(model_config, rngs=nnx.Rngs(c.seed)))[1]
         # Padded to a multiple of the shard count; padded slots are never selected.
         beliefs = init_beliefs(num_items, sel.alpha0, sel.beta0, sharding=pool_sharding)
         # Stochastic scorers draw fresh scores every step: their cache stays zeros.
@@ -157,7 +166,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
             step=jnp.zeros((), jnp.int32),
         )
 
-    abstract_state = jax.eval_shape(init)
+    abstract_state = jax.eval_shape(init, None)
     state_sh = jax.tree.map(lambda _: repl, abstract_state)
     state_sh = state_sh.replace(
         model=model_sh,
@@ -210,9 +219,12 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         mesh,
         rules,
     )
+    # The loaded weights are donated: the state's model reuses their buffers.
+    jitted_init = jax.jit(init, out_shardings=state_sh, donate_argnums=0)
     return Components(
         config=c,
         workdir=workdir,
+        policy=policy,
         tokenizer=tokenizer,
         task=task,
         pool=pool,
@@ -227,5 +239,5 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         rollout_engine=rollout_engine,
         eval_engine=eval_engine,
         fns=fns,
-        init=jax.jit(init, out_shardings=state_sh),
+        init=lambda: jitted_init(initial_model_state(policy, mesh, rules)),
     )

@@ -62,6 +62,7 @@ def _evaluate(comps: Components, state: TrainState) -> dict[str, float]:
         comps.test,
         comps.fns.eval_key(state),
         prompt_len=comps.prompt_len,
+        prompt=comps.prompt,
         batch_multiple=comps.batch_multiple,
         success_threshold=c.selection.success_threshold,
     )

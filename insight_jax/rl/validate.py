@@ -19,13 +19,15 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from insight_jax import sharding as shd
-from insight_jax.models.transformer import PRESETS, TransformerConfig
+from insight_jax.models.transformer import PRESETS, REMAT_POLICIES, TransformerConfig
 from insight_jax.rl.grpo import AGGREGATIONS, KL_ESTIMATORS
+from insight_jax.rl.policy import CHAT_TEMPLATE_MODES, NUMERIC_KEYS, policy_from_config
 from insight_jax.rl.rollout import ROLLOUT_ENGINES
 from insight_jax.selection import MAX_ROLLOUTS, SCORER_NAMES, get_scorer
 from insight_jax.selection.beliefs import SuccessRule
@@ -185,15 +187,49 @@ def _task(config):
 
 
 def _model(config) -> None:
-    """The model's preset and overrides make a valid TransformerConfig (no weights built)."""
-    preset = _choice(config, "model.preset", ("tiny", *PRESETS))
-    overrides = _mapping(config, "model.overrides")
+    """The model's source and numerics make a valid TransformerConfig (no weights read): a
+    preset with its overrides, or a Hugging Face folder whose config.json and tokenizer load."""
+    _choice(config, "model.chat_template", CHAT_TEMPLATE_MODES)
+    template_vars = _mapping(config, "model.template_vars")
+    for key in ("dtype", "param_dtype"):
+        _choice(config, f"model.{key}", ("float32", "bfloat16", "float16"))
+    _bool(config, "model.scan_layers")
+    _choice(config, "model.remat", tuple(REMAT_POLICIES))
+    _int(config, "model.logits_chunk", 0)
+    path = _get(config, "model.path")
+    if not isinstance(path, str):
+        raise ConfigError("model.path", path, "a folder path (str), or '' for a preset")
+    if not path:
+        preset = _choice(config, "model.preset", ("tiny", *PRESETS))
+        overrides = _mapping(config, "model.overrides")
+        numeric = sorted(set(overrides) & set(NUMERIC_KEYS))
+        if numeric:
+            raise ConfigError(
+                "model.overrides", overrides, f"set {numeric} as model.<key>, not as overrides"
+            )
+        if template_vars:
+            raise ConfigError(
+                "model.template_vars", template_vars, "chat templates need a model.path"
+            )
+        try:
+            TransformerConfig.preset(preset, **overrides)
+        except (TypeError, ValueError, ZeroDivisionError) as e:
+            raise ConfigError(
+                "model.overrides", overrides, f"not a valid {preset!r} model config: {e}"
+            ) from None
+        return
+    folder = Path(path).expanduser()
+    for name in ("config.json", "tokenizer.json"):
+        if not (folder / name).is_file():
+            raise ConfigError("model.path", path, f"a Hugging Face model folder with {name}")
     try:
-        TransformerConfig.preset(preset, **overrides)
-    except (TypeError, ValueError, ZeroDivisionError) as e:
+        policy = policy_from_config(config)
+    except (TypeError, ValueError, OSError) as e:
+        raise ConfigError("model.path", path, str(e)) from None
+    if template_vars and not policy.chat:
         raise ConfigError(
-            "model.overrides", overrides, f"not a valid {preset!r} model config: {e}"
-        ) from None
+            "model.template_vars", template_vars, "given, but prompts are not chat-templated"
+        )
 
 
 def _batch_multiple(config) -> int:

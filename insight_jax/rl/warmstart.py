@@ -27,19 +27,34 @@ from insight_jax.rl.state import TrainState
 
 
 def warm_start_batch(comps: Components, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """Tokens, attention mask and loss mask of [prompt | reference completion | EOS] rows."""
+    """Tokens, attention mask and loss mask of [prompt | reference completion | EOS] rows,
+    left-padded to prompt_len + max_new_tokens.
+
+    Prompt and completion are encoded separately and their ids concatenated, so the prompt is
+    tokenised exactly as in a rollout (a subword tokenizer could otherwise merge across the
+    boundary) and the loss covers exactly the completion's tokens and the EOS.
+    """
     c, task, tok = comps.config, comps.task, comps.tokenizer
     records = [comps.pool[int(i)] for i in indices]
-    prompts = [task.prompt(r) for r in records]
-    full = [p + task.reference_completion(r) for p, r in zip(prompts, records, strict=True)]
     length = comps.prompt_len + c.rl.max_new_tokens
-    tokens, lengths = encode_batch(tok, [f + "\0" for f in full], max_len=length)
-    # The trailing "\0" placeholder becomes EOS: the policy must learn to stop.
-    tokens[:, -1] = np.where(lengths > 0, tok.eos_id, tok.pad_id)
-    mask = np.arange(length)[None] >= (length - lengths)[:, None]
-    completion_len = lengths - np.array([1 + len(p) for p in prompts])
-    # loss_mask[j] covers target j + 1: the completion (incl. EOS) is the last columns.
-    loss_mask = np.arange(length - 1)[None] >= (length - 1 - completion_len)[:, None]
+    prompts, prompt_lengths = encode_batch(tok, [comps.prompt(r) for r in records])
+    completions = tok.encode_many([task.reference_completion(r) for r in records])
+    tokens = np.full((len(records), length), tok.pad_id, np.int32)
+    mask = np.zeros((len(records), length), bool)
+    loss_mask = np.zeros((len(records), length - 1), bool)
+    for b, (row, n, completion) in enumerate(
+        zip(prompts, prompt_lengths, completions, strict=True)
+    ):
+        ids = [*row[len(row) - n :], *completion, tok.eos_id]  # the policy must learn to stop
+        if len(ids) > length:
+            raise ValueError(
+                f"warm-start row of pool prompt {int(indices[b])} has {len(ids)} tokens > "
+                f"prompt_len + max_new_tokens = {length}; raise rl.max_new_tokens"
+            )
+        tokens[b, length - len(ids) :] = ids
+        mask[b, length - len(ids) :] = True
+        # loss_mask[j] covers target j + 1: the completion (incl. EOS) is the last columns.
+        loss_mask[b, length - 1 - (len(completion) + 1) :] = True
     return {"tokens": tokens, "mask": mask, "loss_mask": loss_mask}
 
 
@@ -70,6 +85,7 @@ def cache_dir(comps: Components) -> Path | None:
         # depends on neither.
         "task": {k: v for k, v in to_dict(c.task).items() if k not in ("rl_pool_size", "num_test")},
         "model": to_dict(c.model),
+        "checkpoint": comps.policy.fingerprint(),  # the weights at model.path, if any
         "mesh": [list(c.mesh.shape), list(c.mesh.axes), jax.device_count()],
         "warmstart": ws,
         "sequence": [comps.prompt_len, c.rl.max_new_tokens],
