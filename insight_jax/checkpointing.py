@@ -152,11 +152,8 @@ class Checkpointer:
             _quarantine_incomplete_steps(self.directory)
         if jax.process_count() > 1:
             ocp.multihost.sync_global_processes("insight_jax_checkpointer_init")
-        preservation = (
-            ocp.checkpoint_managers.LatestN(max_to_keep)
-            if max_to_keep
-            else ocp.checkpoint_managers.PreserveAll()
-        )
+        # LatestN(None) keeps every step (this orbax has no public PreserveAll).
+        preservation = ocp.checkpoint_managers.LatestN(max_to_keep or None)
         # Explicit policy: orbax's default also saves the very first step offered (its
         # InitialSavePolicy), which would make save_interval_steps lie about the first save.
         policies = ocp.checkpoint_managers

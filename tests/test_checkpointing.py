@@ -135,6 +135,11 @@ def test_max_to_keep_and_interval(tmp_path, mesh):
         assert ckpt.all_steps() == [3, 4]
     assert sorted(p for p in os.listdir(tmp_path / "a") if p.isdigit()) == ["3", "4"]
 
+    with Checkpointer(tmp_path / "all", max_to_keep=0) as ckpt:  # 0: keep every step
+        for step in range(1, 5):
+            assert ckpt.save(step, state)
+        assert ckpt.all_steps() == [1, 2, 3, 4]
+
     with Checkpointer(tmp_path / "b", save_interval_steps=2) as ckpt:
         assert not ckpt.save(1, state)
         assert ckpt.save(2, state)
