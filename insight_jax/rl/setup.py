@@ -59,6 +59,7 @@ class Components:
     # () -> TrainState at step 0, born sharded (with model.path: the checkpoint's weights,
     # read when called)
     init: Any
+    abstract_state: TrainState  # init()'s shapes, dtypes and shardings (restore targets)
 
     def prompt(self, record: dict) -> str:
         """The text the policy is prompted with for `record` (chat-templated for chat models)."""
@@ -138,7 +139,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     rules = as_rules(c.mesh.rules)  # tuples, also when read back from config.json
     mesh = shd.make_mesh(tuple(c.mesh.shape), tuple(c.mesh.axes))
     model_config = policy.model_config
-    graphdef, _, model_sh = shd.abstract_sharded_state(Transformer, model_config, mesh, rules)
+    graphdef, abstract_model, model_sh = shd.abstract_sharded_state(
+        Transformer, model_config, mesh, rules
+    )
     sel, rl = c.selection, c.rl
     scorer = get_scorer(sel.scorer, num_rollouts=rl.num_rollouts, **to_dict(sel.params[sel.scorer]))
     grpo = grpo_config(c)
@@ -240,4 +243,5 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         eval_engine=eval_engine,
         fns=fns,
         init=lambda: jitted_init(initial_model_state(policy, mesh, rules)),
+        abstract_state=jax.eval_shape(jitted_init, None if policy.path is None else abstract_model),
     )

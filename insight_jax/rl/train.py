@@ -111,10 +111,11 @@ def _summary(comps: Components, rows: list[dict], alpha, beta) -> dict[str, Any]
     return summary
 
 
-def _restore(comps: Components, ckpt: Checkpointer, state: TrainState, cache: Path | None, log):
+def _restore(comps: Components, ckpt: Checkpointer, cache: Path | None, log):
     """(start step, state, source): the newest intact checkpoint ("checkpoint"), else a
-    cached warm start ("cache"), else step 0 ("scratch")."""
-    restored = ckpt.restore_latest(state)  # its arrays give the layout to restore into
+    cached warm start ("cache"), else step 0 ("scratch"). The initial state (for a Hugging
+    Face policy: its weights read from disk) is made only when no checkpoint restores."""
+    restored = ckpt.restore_latest(comps.abstract_state)
     for damaged in ckpt.damaged:
         log(f"damaged checkpoint moved aside: {damaged.message}")
     if restored is not None:
@@ -123,6 +124,7 @@ def _restore(comps: Components, ckpt: Checkpointer, state: TrainState, cache: Pa
             raise RuntimeError(f"checkpoint {start} in {ckpt.directory} holds another step")
         log(f"resumed from the checkpoint of step {start} in {ckpt.directory}")
         return start, state, "checkpoint"
+    state = comps.init()
     if cache is not None:
         cached = warmstart.load(cache, comps.warm_steps, state)
         if cached is not None:
@@ -202,7 +204,7 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
     )
     w, total = comps.warm_steps, comps.total_steps
     cache = warmstart.cache_dir(comps)
-    start, state, source = _restore(comps, ckpt, comps.init(), cache, log)
+    start, state, source = _restore(comps, ckpt, cache, log)
     # Records after the restored step are replayed (deterministically) below: drop them first.
     # From scratch or from the warm-start cache, no record of this workdir describes the state.
     repair_metrics(workdir / "metrics.jsonl", last_step=start if source == "checkpoint" else None)
