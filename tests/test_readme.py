@@ -97,3 +97,22 @@ def test_the_selection_demo_command(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "insight" in out.stdout and (tmp_path / "selection_demo.png").stat().st_size > 1000
+
+
+def test_the_hugging_face_commands(tmp_path):
+    """The three commands of "Training a Hugging Face checkpoint", as written, with workdirs/
+    pointed at a temporary folder."""
+    section = README.split("## Training a Hugging Face checkpoint", 1)[1].split("\n## ", 1)[0]
+    commands = [
+        line.strip() for line in section.splitlines() if line.startswith("    .venv/bin/python")
+    ]
+    assert len(commands) == 3
+    for command in commands:
+        args = command.replace("workdirs/", f"{tmp_path}/").split()
+        args[0] = sys.executable
+        out = subprocess.run(
+            args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+        )
+        assert out.returncode == 0, (command, out.stderr[-3000:])
+    exported = set(os.listdir(tmp_path / "tiny_hf_export"))
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= exported
