@@ -117,3 +117,10 @@ def test_model_config_errors(tiny_hf, tmp_path):
     with pytest.raises(ConfigError, match=r"model\.overrides"):
         validate_config(preset)
     validate_config(_config(tiny_hf, dtype="bfloat16", scan_layers=True, remat="full"))
+
+
+def test_responses_must_fit_the_models_positions(tiny_hf, tmp_path):
+    config = _config(tiny_hf)
+    config.rl.max_new_tokens = 2048  # the tiny folder has max_position_embeddings = 2048
+    with pytest.raises(ConfigError, match=r"rl\.max_new_tokens"):
+        setup.build(config, tmp_path)

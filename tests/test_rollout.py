@@ -199,3 +199,22 @@ def test_dense_engine_is_the_sampler(model, prompts):
     np.testing.assert_allclose(got.logprobs, want.logprobs, atol=2e-5)
     with pytest.raises(ValueError, match="unknown rollout engine"):
         ro.make_rollout_engine("paged", nnx.graphdef(model), settings, mesh, shd.DEFAULT_RULES)
+
+
+def test_long_responses_match_the_full_forward():
+    """Prompt + response of 4,608 tokens (a reasoning-length rollout): the cached sampler's
+    log-probs equal a full forward's over the whole sequence at positions up to 4.6k, with the
+    scanned layers and chunked log-probs real models use."""
+    cfg = TransformerConfig.tiny(
+        TOK.vocab_size, num_layers=1, embed_dim=32, mlp_dim=64, num_heads=2, num_kv_heads=1,
+        head_dim=16, scan_layers=True, logits_chunk=512, max_seq_len=8192,
+    )  # fmt: skip
+    model = Transformer(cfg, rngs=nnx.Rngs(1))
+    tokens, lengths = encode_batch(TOK, ["x" * 500, "y" * 511], max_len=512)
+    n = 4096
+    r = ro.sample(model, tokens, lengths, jax.random.key(3), max_new_tokens=n, temperature=1.0)
+    assert r.sequences.shape == (2, 512 + n) and bool(r.mask.all())  # no EOS: every token drawn
+    recomputed = logprobs_fn(model, r.sequences, r.sequence_mask, temperature=1.0)
+    got = np.asarray(r.sequence_logprobs)[np.asarray(r.loss_mask)]
+    want = np.asarray(recomputed)[np.asarray(r.loss_mask)]
+    np.testing.assert_allclose(got, want, atol=2e-4)

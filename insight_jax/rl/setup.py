@@ -24,7 +24,7 @@ from insight_jax.rl.policy import Policy, initial_model_state, policy_from_confi
 from insight_jax.rl.rollout import RolloutEngine, SamplingSettings, make_rollout_engine
 from insight_jax.rl.state import TrainState
 from insight_jax.rl.steps import StepFns, StepSettings, make_step_fns, opt_state_shardings
-from insight_jax.rl.validate import as_rules
+from insight_jax.rl.validate import ConfigError, as_rules
 from insight_jax.selection import Scorer, get_scorer, init_beliefs, init_scores, pool_shard
 from insight_jax.tasks import get_task
 from insight_jax.tasks.base import Task
@@ -136,6 +136,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     prompt_len = c.task.max_prompt_len or int(
         encode_batch(tokenizer, [policy.prompt_text(task.prompt(r)) for r in pool])[1].max()
     )
+    if prompt_len + c.rl.max_new_tokens > policy.model_config.max_seq_len:
+        raise ConfigError(
+            "rl.max_new_tokens",
+            c.rl.max_new_tokens,
+            f"prompts of up to {prompt_len} tokens plus the response must fit the model's "
+            f"{policy.model_config.max_seq_len} positions",
+        )
     rules = as_rules(c.mesh.rules)  # tuples, also when read back from config.json
     mesh = shd.make_mesh(tuple(c.mesh.shape), tuple(c.mesh.axes))
     model_config = policy.model_config
