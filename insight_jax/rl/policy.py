@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from insight_jax.models import hf
 from insight_jax.models.tokenizers import (
     CharTokenizer,
     Tokenizer,
@@ -81,8 +82,6 @@ def policy_from_config(c: ml_collections.ConfigDict) -> Policy:
         )
         return Policy(tokenizer, model_config, None, False, {})
 
-    from insight_jax.models import hf  # the HF path only: safetensors reading, config mapping
-
     path = Path(m.path).expanduser().resolve()
     model_config = hf.config_from_hf(hf.read_hf_config(path), **_numerics(m))
     tokenizer = load_hf_tokenizer(path)
@@ -99,7 +98,5 @@ def initial_model_state(policy: Policy, mesh, rules):
     preset (initialised randomly inside the jitted init)."""
     if policy.path is None:
         return None
-    from insight_jax.models import hf
-
     _, state = hf.load_hf_state(policy.path, policy.model_config, mesh, rules)
     return state
