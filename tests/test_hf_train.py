@@ -116,6 +116,8 @@ def test_model_config_errors(tiny_hf, tmp_path):
     preset.model.overrides = dict(preset.model.overrides, dtype="bfloat16")
     with pytest.raises(ConfigError, match=r"model\.overrides"):
         validate_config(preset)
+    with pytest.raises(ConfigError, match=r"model\.remat"):
+        validate_config(_config(tiny_hf, remat="full"))  # remat needs scanned layers
     validate_config(_config(tiny_hf, dtype="bfloat16", scan_layers=True, remat="full"))
 
 

@@ -92,7 +92,8 @@ class TransformerConfig:
     # Memory and compile time (no effect on the function computed):
     # scan_layers: the layers' parameters stacked on a leading "layers" axis and run by one
     #   lax.scan, so compile time stays flat in depth;
-    # remat: per-layer rematerialisation policy, a name in REMAT_POLICIES;
+    # remat: per-layer rematerialisation policy, a name in REMAT_POLICIES; it takes effect with
+    #   scan_layers (unrolled, XLA on CPU schedules every layer's recompute early: no saving);
     # logits_chunk: token_logprobs computes [B, chunk, V] logits at a time (0: all at once).
     scan_layers: bool = False
     remat: str = "none"

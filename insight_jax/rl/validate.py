@@ -193,8 +193,12 @@ def _model(config) -> None:
     template_vars = _mapping(config, "model.template_vars")
     for key in ("dtype", "param_dtype"):
         _choice(config, f"model.{key}", ("float32", "bfloat16", "float16"))
-    _bool(config, "model.scan_layers")
-    _choice(config, "model.remat", tuple(REMAT_POLICIES))
+    scan = _bool(config, "model.scan_layers")
+    remat = _choice(config, "model.remat", tuple(REMAT_POLICIES))
+    if remat != "none" and not scan:
+        # Measured (benchmarks/real_size.py, XLA on CPU): with the layers unrolled, every
+        # layer's recompute is scheduled before the backward pass and the remat saves nothing.
+        raise ConfigError("model.remat", remat, "needs model.scan_layers=True")
     _int(config, "model.logits_chunk", 0)
     path = _get(config, "model.path")
     if not isinstance(path, str):
