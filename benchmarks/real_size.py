@@ -10,15 +10,19 @@ bfloat16, as the trainer keeps them), one process:
            ``grpo.make_optimizer``, the InSight scorer) on that rollout: group advantages, one
            minibatch (all B*K rows) -> one AdamW update, belief update and O(M) rescore.
   Compile time is reported apart from run time (medians of --repeats runs after the first).
-  Floors, from rates measured in this run:
+  Floors, from rates measured in this run (before and after part 1; the better of the two,
+  since other jobs share the cores):
     matmul rate   FLOP/s of jnp.dot [m, k] x [k, n] at the model's (k, n) (q/o, k/v, gate/up,
                   down, lm head), m = tokens of the learn step; time-weighted over the shapes
-                  (total FLOPs / total time). bf16 and f32; the decode m (B*K rows) for info.
-    bandwidth     bytes/s of a jitted sum over a 1 GiB float32 array (read) and of a copy
-                  (read + write, counted as 2x the bytes).
+                  (total FLOPs / total time). Variants: bf16 -> bf16 (what the model's Linear
+                  layers call), bf16 -> f32 (preferred_element_type=float32, as the lm head),
+                  f32. The machine's bf16 rate is the faster bf16 variant; the decode m (B*K
+                  rows) is reported for information.
+    bandwidth     bytes/s of a jitted sum over a 1 GiB float32 array (read) and of an in-place
+                  x + 1 (read + write, counted as 2x the bytes).
     decode floor  per model call (prefill, then each of the N - 1 decode steps):
                   max(useful FLOPs / bf16 matmul rate, parameter bytes / read bandwidth); the
-                  parameters are read as stored (float32 here).
+                  parameters are read as stored (float32 or bfloat16).
     update floor  3 x forward FLOPs (forward + backward) / bf16 matmul rate. The AdamW update's
                   memory traffic (read grad, param, mu, nu; write param, mu, nu: 28 bytes per
                   float32 parameter) / read bandwidth is reported beside it.
@@ -33,7 +37,7 @@ inputs at the paper's settings: Qwen3-0.6B (param f32, compute bf16, AdamW with 
 (logits_chunk x remat x scan_layers), with lower and compile times; a depth sweep shows the
 compile time of scanned vs unrolled layers.
 
-Usage (the full run takes about 8 minutes on 2 cores):
+Usage (the full run takes about 10 minutes on 2 idle cores; --quick about 1.5):
   python benchmarks/real_size.py
   python benchmarks/real_size.py --quick          # tiny shapes, seconds: checks that it runs
   python benchmarks/real_size.py --parts 2 --chunks 0,128
@@ -155,11 +159,22 @@ def model_matmul_shapes(cfg: TransformerConfig) -> list[tuple[str, int, int, int
     ]
 
 
-def measure_matmul_rate(cfg: TransformerConfig, m: int, dtype, repeats: int = 5) -> dict:
+# The matmul variants timed: (input dtype, output dtype). bf16 -> bf16 is what the model's
+# Linear layers call (lax.dot_general without preferred_element_type); bf16 -> f32 is the tied
+# lm head's einsum (preferred_element_type=float32), which XLA:CPU may run on another kernel.
+MATMUL_VARIANTS = {
+    "bf16": (jnp.bfloat16, None),
+    "bf16_f32acc": (jnp.bfloat16, jnp.float32),
+    "f32": (jnp.float32, None),
+}
+
+
+def measure_matmul_rate(cfg: TransformerConfig, m: int, variant: str, repeats: int = 5) -> dict:
     """FLOP/s of [m, k] x [k, n] jnp.dot per model shape, and the time-weighted rate of one
     forward's matmuls: sum(count * 2 m k n) / sum(count * median time)."""
+    dtype, out_dtype = MATMUL_VARIANTS[variant]
     per_shape, flops, seconds = {}, 0.0, 0.0
-    dot = jax.jit(jnp.dot)
+    dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=out_dtype))
     for name, k, n, count in model_matmul_shapes(cfg):
         a = jax.random.normal(jax.random.key(0), (m, k), dtype)
         b = jax.random.normal(jax.random.key(1), (k, n), dtype)
@@ -507,22 +522,23 @@ def part1(args, configs) -> list[tuple[TransformerConfig, dict]]:
 def measure_floors(args, cfg) -> dict:
     m_learn = args.batch * args.num_samples * (args.prompt_len + args.max_new)
     m_decode = args.batch * args.num_samples
-    return dict(
-        matmul_m=m_learn,
-        matmul_bf16=measure_matmul_rate(cfg, m_learn, jnp.bfloat16),
-        matmul_f32=measure_matmul_rate(cfg, m_learn, jnp.float32),
-        matmul_bf16_decode_m=dict(m=m_decode, **measure_matmul_rate(cfg, m_decode, jnp.bfloat16)),
-        bandwidth=measure_bandwidth(1 << 24 if args.quick else 1 << 30),
-    )
+    out = dict(m_learn=m_learn, m_decode=m_decode)
+    for variant in MATMUL_VARIANTS:
+        out[f"matmul_{variant}"] = measure_matmul_rate(cfg, m_learn, variant)
+    for variant in ("bf16", "bf16_f32acc"):
+        out[f"matmul_{variant}_decode"] = measure_matmul_rate(cfg, m_decode, variant)
+    out["bandwidth"] = measure_bandwidth(1 << 24 if args.quick else 1 << 30)
+    return out
 
 
 def _fmt_floors(f: dict) -> str:
+    g = lambda key: f"{f[key]['rate'] / GB:.0f}"
     return (
-        f"matmul at m={f['matmul_m']} (model shapes, time-weighted): bf16 "
-        f"{f['matmul_bf16']['rate'] / GB:.0f} GFLOP/s, f32 {f['matmul_f32']['rate'] / GB:.0f} "
-        f"GFLOP/s; bf16 at m={f['matmul_bf16_decode_m']['m']}: "
-        f"{f['matmul_bf16_decode_m']['rate'] / GB:.0f} GFLOP/s; read "
-        f"{f['bandwidth']['read'] / GB:.1f} GB/s, copy {f['bandwidth']['copy'] / GB:.1f} GB/s"
+        f"matmul GFLOP/s (model shapes, time-weighted) at m={f['m_learn']}: bf16 "
+        f"{g('matmul_bf16')}, bf16->f32 {g('matmul_bf16_f32acc')}, f32 {g('matmul_f32')}; at "
+        f"m={f['m_decode']}: bf16 {g('matmul_bf16_decode')}, bf16->f32 "
+        f"{g('matmul_bf16_f32acc_decode')}; read {f['bandwidth']['read'] / GB:.1f} GB/s, copy "
+        f"{f['bandwidth']['copy'] / GB:.1f} GB/s"
     )
 
 
@@ -694,9 +710,11 @@ def main():
         floors_after = measure_floors(args, cfg)
         print(f"after: {_fmt_floors(floors_after)}")
         # Other jobs share the cores: the better of the two measurements is the floor.
+        # The machine's bf16 rate: the faster bf16 kernel (accumulating in f32 or not).
+        both = (floors_before, floors_after)
         rates = {
-            "bf16": max(f["matmul_bf16"]["rate"] for f in (floors_before, floors_after)),
-            "f32": max(f["matmul_f32"]["rate"] for f in (floors_before, floors_after)),
+            "bf16": max(f[f"matmul_{v}"]["rate"] for f in both for v in ("bf16", "bf16_f32acc")),
+            "f32": max(f["matmul_f32"]["rate"] for f in both),
         }
         read_bw = max(f["bandwidth"]["read"] for f in (floors_before, floors_after))
         rows = [add_floors(r, c, rates, read_bw) for c, r in measured]
