@@ -67,7 +67,7 @@ from insight_jax.rl import rollout as rollout_lib
 from insight_jax.rl.grpo import GRPOConfig, make_optimizer
 from insight_jax.rl.rollout import Rollout
 from insight_jax.rl.state import TrainState
-from insight_jax.rl.steps import StepSettings, make_step_fns, opt_state_shardings
+from insight_jax.rl.steps import StepSettings, make_step_fns, train_state_shardings
 from insight_jax.selection import get_scorer, init_beliefs, init_scores
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -269,7 +269,6 @@ def build_learn_step(
     opt = make_optimizer(
         PAPER["learning_rate"], weight_decay=PAPER["weight_decay"], grad_clip=PAPER["grad_clip"]
     )
-    repl = shd.replicated(mesh)
     pool_sharding = shd.logical_to_sharding(("pool",), mesh, rules)
 
     def init(model_state) -> TrainState:
@@ -285,14 +284,7 @@ def build_learn_step(
         )
 
     abstract = jax.eval_shape(init, abstract_model)
-    state_sh = jax.tree.map(lambda _: repl, abstract)
-    state_sh = state_sh.replace(
-        model=model_sh,
-        opt=opt_state_shardings(opt, model_sh, repl),
-        beliefs=state_sh.beliefs.replace(alpha=pool_sharding, beta=pool_sharding),
-        scores=pool_sharding,
-        ref_model=None,
-    )
+    state_sh = train_state_shardings(abstract, model_sh, opt, mesh, pool_sharding)
     settings = StepSettings(
         batch_size=m,
         num_candidates=min(16 * m, num_items),

@@ -23,7 +23,7 @@ from insight_jax.rl import grpo as grpo_lib
 from insight_jax.rl.policy import Policy, initial_model_state, policy_from_config
 from insight_jax.rl.rollout import RolloutEngine, SamplingSettings, make_rollout_engine
 from insight_jax.rl.state import TrainState
-from insight_jax.rl.steps import StepFns, StepSettings, make_step_fns, opt_state_shardings
+from insight_jax.rl.steps import StepFns, StepSettings, make_step_fns, train_state_shardings
 from insight_jax.rl.validate import ConfigError, as_rules
 from insight_jax.selection import Scorer, get_scorer, init_beliefs, init_scores, pool_shard
 from insight_jax.tasks import get_task
@@ -153,7 +153,6 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     scorer = get_scorer(sel.scorer, num_rollouts=rl.num_rollouts, **to_dict(sel.params[sel.scorer]))
     grpo = grpo_config(c)
     sft_opt, rl_opt = _optimizers(c)
-    repl = shd.replicated(mesh)
     pool_sharding = shd.logical_to_sharding(("pool",), mesh, rules)
 
     def init(model: nnx.State | None) -> TrainState:
@@ -177,14 +176,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         )
 
     abstract_state = jax.eval_shape(init, None)
-    state_sh = jax.tree.map(lambda _: repl, abstract_state)
-    state_sh = state_sh.replace(
-        model=model_sh,
-        opt=opt_state_shardings(sft_opt, model_sh, repl),
-        beliefs=state_sh.beliefs.replace(alpha=pool_sharding, beta=pool_sharding),
-        scores=pool_sharding,
-        ref_model=model_sh if grpo.kl_coef > 0 else None,
-    )
+    state_sh = train_state_shardings(abstract_state, model_sh, sft_opt, mesh, pool_sharding)
     shard = pool_shard(
         jax.ShapeDtypeStruct(abstract_state.scores.shape, jnp.float32, sharding=pool_sharding)
     )

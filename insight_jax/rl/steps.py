@@ -123,6 +123,27 @@ def opt_state_shardings(optimizer, param_shardings, replicated):
     )
 
 
+def train_state_shardings(
+    abstract_state: TrainState,
+    model_shardings: nnx.State,
+    optimizer: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    pool_sharding: jax.sharding.NamedSharding,
+) -> TrainState:
+    """The layout of a TrainState: the model (and its reference copy, if any) as
+    `model_shardings`, the optimizer state like the parameters, beliefs and scores split over
+    the pool, everything else replicated."""
+    repl = shd.replicated(mesh)
+    state_sh = jax.tree.map(lambda _: repl, abstract_state)
+    return state_sh.replace(
+        model=model_shardings,
+        opt=opt_state_shardings(optimizer, model_shardings, repl),
+        beliefs=state_sh.beliefs.replace(alpha=pool_sharding, beta=pool_sharding),
+        scores=pool_sharding,
+        ref_model=None if abstract_state.ref_model is None else model_shardings,
+    )
+
+
 def make_step_fns(
     graphdef: nnx.GraphDef,
     state_shardings: TrainState,
