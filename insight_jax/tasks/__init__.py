@@ -12,6 +12,7 @@ from typing import Any
 
 from insight_jax.tasks.arithmetic import ArithmeticTask, parse_int
 from insight_jax.tasks.base import (
+    ChatPrompt,
     RecordError,
     Task,
     extract_last_tag,
@@ -35,6 +36,7 @@ _LAZY = {
 
 __all__ = [
     "ArithmeticTask",
+    "ChatPrompt",
     "CountdownTask",
     "RecordError",
     "Task",

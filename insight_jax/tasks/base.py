@@ -19,10 +19,11 @@ Answers use the paper's ``<answer>...</answer>`` tag in every task, so one extra
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 # Longest tag content (the raw text between the tags, whitespace included) that is parsed as an
@@ -31,6 +32,21 @@ from typing import Any, ClassVar
 MAX_ANSWER_CHARS = 128
 
 Record = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatPrompt:
+    """A prompt as chat turns, for a policy whose tokenizer has a chat template.
+
+    ``system`` (optional) and ``user`` are the turns the chat template renders;
+    ``assistant_prefix`` opens the assistant's turn after the template's generation prompt (the
+    policy continues from it; TinyZero's instruct prompt opens it with "Let me solve this step
+    by step.").
+    """
+
+    user: str
+    system: str | None = None
+    assistant_prefix: str = ""
 
 
 class RecordError(ValueError):
@@ -189,6 +205,35 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def verify(self, completion: str, record: Record) -> float:
         """Reward of ``completion`` for ``record``; never raises, bounded time for any input."""
+
+    def chat_prompt(self, record: Record) -> ChatPrompt:
+        """The prompt as chat turns, for chat-templated policies: by default :meth:`prompt` as
+        one user turn (how verl-based peers present a task's prompt to a chat model)."""
+        return ChatPrompt(user=self.prompt(record))
+
+    def verify_batch(self, completions: Sequence[str], records: Sequence[Record]) -> list[float]:
+        """Rewards of ``completions[i]`` for ``records[i]``, same rules as :meth:`verify`.
+
+        Tasks whose verifier runs in worker processes override this to verify in parallel.
+        """
+        return [self.verify(c, r) for c, r in zip(completions, records, strict=True)]
+
+    def from_row(self, row: Any, index: int) -> Record:
+        """The record at global ``index`` made from one row of a public data file.
+
+        The default keeps the row's fields (those of the public format of this task) and sets
+        ``index``; a task whose public files name or type fields differently (``question`` for
+        ``problem``, an answer given as a number) overrides this to normalise them. The result
+        is validated.
+
+        Raises:
+          RecordError: naming the field that is missing or malformed.
+        """
+        if not isinstance(row, Mapping):
+            raise RecordError(f"a row must be a JSON object / table row, got {type(row).__name__}")
+        record = {**row, "index": index}
+        self.validate_record(record)
+        return record
 
     def config(self) -> dict[str, Any]:
         """The generation parameters (JSON-serialisable); pools are keyed by them."""
