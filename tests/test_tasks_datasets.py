@@ -1,7 +1,8 @@
-"""Task pools on disk (array_record, random access by index, no code from data) and JSONL."""
+"""Task pools on disk (array_record, random access by index, no code from data), from files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import pickle
@@ -9,6 +10,8 @@ import random
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
@@ -17,13 +20,12 @@ from insight_jax.tasks.base import RecordError
 from insight_jax.tasks.datasets import (
     DataFormatError,
     build_pool,
-    load_jsonl,
     open_source,
     pool_exists,
-    pool_from_jsonl,
-    write_jsonl,
+    pool_from_file,
     write_records,
 )
+from insight_jax.tasks.loaders import load_records
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +139,7 @@ def test_build_pool_generates_once(tmp_path, monkeypatch):
     assert other[0] != source[0] and all(len(narrow[i]["nums"]) == 3 for i in range(40))
 
 
-# --- JSONL ---------------------------------------------------------------------------------
+# --- pools from data files -------------------------------------------------------------------
 
 
 def _write_lines(path, lines):
@@ -145,77 +147,81 @@ def _write_lines(path, lines):
     return path
 
 
-def test_load_jsonl_public_countdown_format(tmp_path):
+def _write_parquet(path, rows, row_group_size=4):
+    """A parquet file with the public Countdown schema (target: int64, nums: list<int64>)."""
+    table = pa.table(
+        {
+            "target": pa.array([r["target"] for r in rows], pa.int64()),
+            "nums": pa.array([r["nums"] for r in rows], pa.list_(pa.int64())),
+        }
+    )
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return path
+
+
+def test_pool_from_jsonl_public_countdown_format(tmp_path):
     task = CountdownTask()
     path = _write_lines(
         tmp_path / "countdown.jsonl",
         ['{"target": 98, "nums": [44, 19, 35]}', "", '{"target": 24, "nums": [3, 3, 8, 8]}'],
     )
-    records = load_jsonl(path, task)
-    assert records == [
-        {"target": 98, "nums": [44, 19, 35], "index": 0},
-        {"target": 24, "nums": [3, 3, 8, 8], "index": 1},
+    source = pool_from_file(path, task, tmp_path / "pools")
+    expected = [
+        {"target": 98, "nums": [44, 19, 35], "index": 0, "source_row": 0},
+        {"target": 24, "nums": [3, 3, 8, 8], "index": 1, "source_row": 1},
     ]
-    for r in records:
+    assert list(source) == expected == load_records(path, task)
+    assert source.__getitems__([1, 0]) == [expected[1], expected[0]]
+    for r in source:
         assert task.verify(task.reference_completion(r), r) == 1.0
-    source = pool_from_jsonl(path, task, tmp_path / "pools")
-    assert source.__getitems__([1, 0]) == [records[1], records[0]]
+    meta = source.metadata
+    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (meta["source"], meta["format"], meta["rows"]) == (str(path), "jsonl", 2)
+    assert (meta["start"], meta["stop"], meta["task"]) == (0, 2, "countdown")
 
 
-def test_jsonl_round_trip(tmp_path):
-    task = ArithmeticTask()
-    records = task.generate(20, seed=0)
-    write_jsonl(tmp_path / "a.jsonl", records)
-    assert load_jsonl(tmp_path / "a.jsonl", task) == records
+def test_pool_of_a_parquet_slice_equals_load_records(tmp_path):
+    task = CountdownTask()
+    rows = [r for r in task.generate(30, seed=5) if r.pop("solution")]
+    path = _write_parquet(tmp_path / "countdown.parquet", rows, row_group_size=7)
+    source = pool_from_file(f"{path}[9:23]", task, tmp_path / "pools")
+    assert list(source) == load_records(f"{path}[9:23]", task)
+    assert list(source) == [
+        {**row, "index": i, "source_row": 9 + i} for i, row in enumerate(rows[9:23])
+    ]
+    assert source.metadata["rows"] == 14 and len(source) == 14
 
 
-GOOD = '{"nums": [1, 2], "target": 3}'
-
-
-@pytest.mark.parametrize(
-    ("lines", "bad_line", "field", "message"),
-    [
-        (
-            ['{"nums": [1, 2], "target": 3}', '{"nums": [1, 2], "target": 3'],
-            2,
-            None,
-            "invalid JSON",
-        ),
-        (['{"nums": [1, 2], "target": 3}', "", '{"nums": [1, 2]}'], 3, "target", "missing"),
-        (['{"nums": "1 2", "target": 3}'], 1, "nums", "list"),
-        (['{"nums": [1, 2.5], "target": 3}'], 1, "nums", "ints"),
-        (['{"nums": [1, 2], "target": "3"}'], 1, "target", "int"),
-        (['{"nums": [1, 2], "target": 3, "index": 4}'], 1, "index", "position"),
-        (["[1, 2, 3]"], 1, None, "JSON object"),
-    ],
-)
-def test_jsonl_errors_name_file_line_and_field(tmp_path, lines, bad_line, field, message):
-    path = _write_lines(tmp_path / "user_data.jsonl", lines)
-    with pytest.raises(DataFormatError, match=message) as info:
-        load_jsonl(path, CountdownTask())
-    error = info.value
-    assert error.path == str(path) and error.line == bad_line and error.field == field
-    text = str(error)
-    assert f"user_data.jsonl:{bad_line}" in text
-    if field is not None:
-        assert repr(field) in text
-
-
-def test_jsonl_errors_for_arithmetic_records(tmp_path):
+def test_a_bad_row_leaves_no_pool(tmp_path):
     path = _write_lines(
-        tmp_path / "math.jsonl",
-        ['{"question": "1+1", "answer": "2"}', '{"question": "2+2", "answer": "four"}'],
+        tmp_path / "broken.jsonl", ['{"nums": [1, 2], "target": 3}', '{"nums": [1, 2]}']
     )
-    with pytest.raises(DataFormatError, match=r"math\.jsonl:2 \(record 1\): field 'answer'"):
-        load_jsonl(path, ArithmeticTask())
-    assert not pool_exists(tmp_path / "pools")
+    with pytest.raises(DataFormatError, match=r"broken\.jsonl:2 \(row 1\): field 'target'"):
+        pool_from_file(path, CountdownTask(), tmp_path / "pools")
+    # Records are streamed, so the pool's folder may exist, but it holds no pool and no file.
+    for folder in (tmp_path / "pools").iterdir():
+        assert not pool_exists(folder) and list(folder.iterdir()) == []
+    # A bad spec fails before any work.
+    with pytest.raises(ValueError, match="past the end"):
+        pool_from_file(f"{path}[0:5]", CountdownTask(), tmp_path / "other")
+    assert not (tmp_path / "other").exists()
 
 
-def test_jsonl_loaded_pool_rejects_bad_file_before_writing(tmp_path):
-    path = _write_lines(tmp_path / "broken.jsonl", ['{"nums": [1, 2], "target": 3}', "{oops"])
-    with pytest.raises(DataFormatError):
-        pool_from_jsonl(path, CountdownTask(), tmp_path / "pools")
-    assert not (tmp_path / "pools").exists() or not any((tmp_path / "pools").iterdir())
+def test_a_file_changed_during_the_build_leaves_no_pool(tmp_path, monkeypatch):
+    path = _write_lines(tmp_path / "data.jsonl", ['{"nums": [1, 2], "target": 3}'] * 3)
+    task = CountdownTask()
+    real = datasets.iter_records
+
+    def edit_after_reading(*args, **kwargs):
+        yield from real(*args, **kwargs)
+        _write_lines(path, ['{"nums": [4, 5], "target": 9}'] * 3)
+
+    monkeypatch.setattr(datasets, "iter_records", edit_after_reading)
+    with pytest.raises(DataFormatError, match="changed while its pool was being built"):
+        pool_from_file(path, task, tmp_path / "pools")
+    assert not any(pool_exists(p) for p in (tmp_path / "pools").iterdir())
+    monkeypatch.undo()
+    assert [r["nums"] for r in pool_from_file(path, task, tmp_path / "pools")] == [[4, 5]] * 3
 
 
 # --- nothing in a pool folder runs code -------------------------------------------------------
@@ -345,34 +351,59 @@ def test_truncated_or_missing_record_file_is_reported(tmp_path, countdown_record
         open_source(pool)[0]
 
 
-# --- the JSONL cache is keyed by content ------------------------------------------------------
+# --- the file cache is keyed by content ------------------------------------------------------
 
 
-def test_jsonl_cache_is_keyed_by_content_not_file_name(tmp_path, monkeypatch):
+def test_file_cache_is_keyed_by_content_not_file_name(tmp_path, monkeypatch):
     task = CountdownTask()
     pools = tmp_path / "pools"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = _write_lines(tmp_path / "a" / "data.jsonl", ['{"nums": [1, 2], "target": 3}'])
     second = _write_lines(tmp_path / "b" / "data.jsonl", ['{"nums": [4, 5], "target": 9}'])
-    assert list(pool_from_jsonl(first, task, pools)) == [{"nums": [1, 2], "target": 3, "index": 0}]
+    one = {"nums": [1, 2], "target": 3, "index": 0, "source_row": 0}
+    assert list(pool_from_file(first, task, pools)) == [one]
     # Another file of the same name gets its own records.
-    assert list(pool_from_jsonl(second, task, pools)) == [{"nums": [4, 5], "target": 9, "index": 0}]
+    assert pool_from_file(second, task, pools)[0]["nums"] == [4, 5]
     # So does the same file after an edit.
     _write_lines(first, ['{"nums": [6, 7], "target": 13}', '{"nums": [2, 2], "target": 4}'])
-    assert [r["nums"] for r in pool_from_jsonl(first, task, pools)] == [[6, 7], [2, 2]]
-    # Another task config validates differently: another pool, even for the same bytes.
-    narrow = pool_from_jsonl(first, CountdownTask(num_numbers=2), pools)
-    assert narrow.path != pool_from_jsonl(first, task, pools).path
-    assert len(list(pools.iterdir())) == 4
+    assert [r["nums"] for r in pool_from_file(first, task, pools)] == [[6, 7], [2, 2]]
+    # Another task config reads rows differently: another pool, even for the same bytes.
+    narrow = pool_from_file(first, CountdownTask(num_numbers=2), pools)
+    assert narrow.path != pool_from_file(first, task, pools).path
+    # Another slice is another pool; the whole file spelled as a slice is the same one.
+    sliced = pool_from_file(f"{first}[1:]", task, pools)
+    assert [r["nums"] for r in sliced] == [[2, 2]] and sliced[0]["source_row"] == 1
+    assert (
+        pool_from_file(f"{first}[0:2]", task, pools).path == pool_from_file(first, task, pools).path
+    )
+    assert len(list(pools.iterdir())) == 5
 
-    # Unchanged bytes reuse the cached pool without converting again.
+    # Unchanged bytes reuse the cached pool without converting again, also from a copy.
     def fail(*args, **kwargs):
         raise AssertionError("the cached pool should have been reused")
 
     monkeypatch.setattr(datasets, "write_records", fail)
-    assert pool_from_jsonl(second, task, pools)[0]["nums"] == [4, 5]
+    assert pool_from_file(second, task, pools)[0]["nums"] == [4, 5]
     (tmp_path / "c").mkdir()
-    copy = tmp_path / "c" / "data.jsonl"
+    copy = tmp_path / "c" / "renamed.jsonl"
     copy.write_bytes(second.read_bytes())
-    assert pool_from_jsonl(copy, task, pools).path == pool_from_jsonl(second, task, pools).path
+    assert pool_from_file(copy, task, pools).path == pool_from_file(second, task, pools).path
+    # "auto" is keyed as the format it picks.
+    as_jsonl = pool_from_file(tmp_path / "c" / "renamed.jsonl", task, pools, fmt="jsonl")
+    assert as_jsonl.path == pool_from_file(copy, task, pools).path
+
+
+def test_parquet_cache_edit_and_copy(tmp_path):
+    task = CountdownTask()
+    rows = [{"target": t, "nums": [t, 1]} for t in range(1, 11)]
+    path = _write_parquet(tmp_path / "cd.parquet", rows)
+    pool = pool_from_file(f"{path}[2:6]", task, tmp_path / "pools")
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(path.read_bytes())
+    assert pool_from_file(f"{copy}[2:6]", task, tmp_path / "pools").path == pool.path
+    _write_parquet(path, [{**r, "target": r["target"] + 1} for r in rows])
+    edited = pool_from_file(f"{path}[2:6]", task, tmp_path / "pools")
+    assert edited.path != pool.path
+    assert [r["target"] for r in edited] == [4, 5, 6, 7]
+    assert [r["target"] for r in pool] == [3, 4, 5, 6]

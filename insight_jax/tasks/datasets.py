@@ -1,4 +1,4 @@
-"""Task pools on disk: one array_record file with random access by global index, and JSONL loading.
+"""Task pools on disk: one array_record file with random access by global index.
 
 A pool directory ``path`` holds two files, both written and read by this module only::
 
@@ -16,6 +16,7 @@ open; such folders are refused with an error saying to rebuild them.)
     source = build_pool(get_task("countdown"), num_items=4096, seed=0, data_dir="/tmp/pools")
     source[17]                   # -> {"index": 17, "nums": [...], "target": ..., ...}
     source.__getitems__([5, 3])  # -> [record 5, record 3]
+    source = pool_from_file("countdown.parquet[:2000]", get_task("countdown"), "/tmp/pools")
 
 Pools are local directories (array_record's reader opens files by path). A pool is complete once
 ``pool.json`` exists: it is written last, and both files are written under unique temporary names
@@ -26,19 +27,25 @@ wrong records (generation is deterministic, so concurrent builders write identic
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import operator
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 from etils import epath
 
 from insight_jax.tasks.base import Record, RecordError, Task
+from insight_jax.tasks.loaders import (
+    DataFormatError,
+    RowSelection,
+    file_sha256,
+    iter_records,
+    resolve_spec,
+)
 
 POOL_FILE = "pool.json"
 RECORDS_FILE = "records.array_record-00000-of-00001"
@@ -48,19 +55,6 @@ POOL_VERSION = 1
 _LEGACY_FILES = ("dataset_info.json", "features.json", "task_records")
 
 PathLike = str | os.PathLike
-
-
-class DataFormatError(ValueError):
-    """Malformed user data or pool files; the message and attributes name the file, line, field.
-
-    ``line`` is the 1-based line of a JSONL file, or the record position in a pool (else None).
-    """
-
-    def __init__(self, message: str, path: str, line: int | None, field: str | None):
-        super().__init__(message)
-        self.path = path
-        self.line = line
-        self.field = field
 
 
 def _temporary(path: epath.Path) -> epath.Path:
@@ -352,90 +346,77 @@ def build_pool(
     return source
 
 
-def _parse_jsonl(lines: IO[str], path_str: str, task: Task) -> list[Record]:
-    """The records of a JSONL text stream (rules and errors: :func:`load_jsonl`)."""
-    records: list[Record] = []
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path_str}:{line_no} (record {len(records)})"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(
-                f"{where}: invalid JSON: {e.msg} at column {e.colno}", path_str, line_no, None
-            ) from None
-        if isinstance(obj, dict):
-            obj.setdefault("index", len(records))
-            if obj["index"] != len(records) or isinstance(obj["index"], bool):
-                raise DataFormatError(
-                    f"{where}: field 'index' is {obj['index']!r} but must be the record's"
-                    f" position {len(records)} (or be omitted)",
-                    path_str,
-                    line_no,
-                    "index",
-                )
-        try:
-            task.validate_record(obj)
-        except RecordError as e:
-            field = f"field {e.field!r}: " if e.field else ""
-            raise DataFormatError(f"{where}: {field}{e}", path_str, line_no, e.field) from None
-        records.append(obj)
-    return records
+def _file_pool_dir(selection: RowSelection, sha256: str, task: Task, data_dir: PathLike):
+    """Where :func:`pool_from_file` caches the pool of ``selection`` of a file with digest
+    ``sha256``: keyed by the digest, the slice, the format and the task's fingerprint (name +
+    config, which decide how rows become records), not by the file's name: a copy of the file
+    elsewhere or under another name maps to the same pool (``pool.json`` names the source)."""
+    key = {
+        "sha256": sha256,
+        "start": selection.start,
+        "stop": selection.stop,
+        "format": selection.format,
+        "task": task.fingerprint(),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:20]
+    return epath.Path(data_dir) / f"{task.name}-file-{digest}"
 
 
-def load_jsonl(path: PathLike, task: Task) -> list[Record]:
-    """Reads user records (one JSON object per line; blank lines skipped) and validates them.
-
-    A record without ``"index"`` gets its position (0-based, counting non-blank lines); a record
-    with one must have its position (the index is the pool's global index).
-
-    Raises:
-      DataFormatError: naming the file, the 1-based line, the record number and the field, for
-        invalid JSON, a non-object line, a missing field or a field of the wrong type/value.
-    """
-    with epath.Path(path).open("r", encoding="utf-8") as f:
-        return _parse_jsonl(f, str(path), task)
+def _then_check_unchanged(records: Iterable[Record], path: str, sha256: str) -> Iterator[Record]:
+    """``records``, then a check that the file still has digest ``sha256``: a failure raises
+    inside :func:`write_records`, before the pool is complete, so no pool pairs records with a
+    key they did not come from."""
+    yield from records
+    if file_sha256(path) != sha256:
+        raise DataFormatError(
+            f"{path} changed while its pool was being built; build it again", path, None, None
+        )
 
 
-def write_jsonl(path: PathLike, records: Iterable[Record]) -> None:
-    """Writes records one JSON object per line (the format :func:`load_jsonl` reads)."""
-    with epath.Path(path).open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+def pool_from_file(
+    spec: PathLike, task: Task, data_dir: PathLike, fmt: str = "auto"
+) -> RecordSource:
+    """Converts the rows a path spec selects into a pool under ``data_dir`` once, and opens it.
 
+    ``spec``, ``fmt`` and the records are as :func:`~insight_jax.tasks.loaders.load_records`
+    (``"train.parquet[:2000]"``: rows 0..1999 as records 0..1999). The pool is cached by the
+    SHA-256 of the file's bytes, the slice, the format and the task's fingerprint, so an edited
+    file or another task config gets its own pool and a copy of the file reuses it. Records are
+    streamed into the pool (millions of rows need no list of them). ``pool.json``'s metadata
+    names the ``source`` (the file that built it), its ``sha256``, the ``format``, ``start``,
+    ``stop`` and ``rows``.
 
-def jsonl_pool_dir(jsonl_path: PathLike, data: bytes, task: Task, data_dir: PathLike) -> epath.Path:
-    """Where :func:`pool_from_jsonl` caches the pool of a JSONL file whose bytes are ``data``.
-
-    Keyed by the SHA-256 of the bytes and the task's fingerprint (name + config, which decide
-    how the records are validated), so an edited file, or another file of the same name, gets its
-    own pool; the file's stem is kept only to make the directory recognisable.
-    """
-    digest = hashlib.sha256(data).hexdigest()[:20]
-    return epath.Path(data_dir) / (
-        f"{task.name}-{epath.Path(jsonl_path).stem}-{digest}-{task.fingerprint()}"
-    )
-
-
-def pool_from_jsonl(jsonl_path: PathLike, task: Task, data_dir: PathLike) -> RecordSource:
-    """Validates a user JSONL file, converts it to a pool under ``data_dir`` once, and opens it.
-
-    The file is read once: the pool's cache key (:func:`jsonl_pool_dir`) and the records come
-    from the same bytes, so a file edited meanwhile cannot pair new records with an old key.
+    A cache hit reads the file once (to hash it). A build reads it three times: the hash (the
+    cache key), the records, and the hash again at the end, before the pool is complete, so a
+    file changed meanwhile fails the build rather than leaving records under another file's
+    key (hashing runs at disk speed, far faster than making records).
 
     Raises:
-      DataFormatError: as :func:`load_jsonl`, before anything is written.
+      ValueError, OSError, DataFormatError: as :func:`~insight_jax.tasks.loaders.resolve_spec`,
+        before anything is written; :class:`DataFormatError` for a bad row (naming file, row,
+        line and field), which leaves no pool.
     """
-    data = epath.Path(jsonl_path).read_bytes()
-    path = jsonl_pool_dir(jsonl_path, data, task, data_dir)
+    selection = resolve_spec(spec, fmt)
+    sha256 = file_sha256(selection.path)
+    path = _file_pool_dir(selection, sha256, task, data_dir)
     if not pool_exists(path):
-        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")  # as open() would read it
-        records = _parse_jsonl(text, str(jsonl_path), task)
         metadata = {
             "task": task.name,
-            "source": str(jsonl_path),
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "config": task.config(),
+            "source": os.path.abspath(selection.path),
+            "sha256": sha256,
+            "format": selection.format,
+            "start": selection.start,
+            "stop": selection.stop,
+            "rows": len(selection),
         }
-        write_records(path, records, metadata)
-    return open_source(path)
+        records = iter_records(selection, task)
+        write_records(path, _then_check_unchanged(records, selection.path, sha256), metadata)
+    source = open_source(path)
+    if len(source) != len(selection) or source.metadata.get("sha256") != sha256:
+        raise ValueError(
+            f"pool at {path} does not match {spec!r}: {len(source)} records of a file with"
+            f" sha256 {source.metadata.get('sha256')}, expected {len(selection)} of {sha256};"
+            " delete the directory to rebuild it"
+        )
+    return source
