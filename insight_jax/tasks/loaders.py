@@ -25,9 +25,10 @@ field (a file written from an earlier pool, a public set that numbers its rows) 
 ``from_row``: it says where the row was in some other collection, and the record's place in this
 one is ``index`` / ``source_row``.
 
-Nothing read runs code: JSON is parsed by :mod:`json`; parquet by pyarrow with its extension types
-off (``arrow_extensions_enabled=False``) and pandas metadata unused, and a column of an extension
-type is refused; nothing is unpickled.
+Nothing read runs code: JSON is parsed by :mod:`json`; parquet by pyarrow, with parquet's
+extension logical types off (``arrow_extensions_enabled=False``) and its pandas metadata unused. A
+column whose stored arrow schema names an extension type (pyarrow restores only types already
+registered in the process, never classes named by the file) is refused. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -280,8 +281,8 @@ def _json_type(t: pa.DataType) -> bool:
 def _parquet_file(path: str) -> pq.ParquetFile:
     """Opens a parquet file and checks its columns have JSON types and distinct names."""
     try:
-        # Extension types off: a column's logical type (JSON, UUID) is read as its storage type,
-        # and no registered Python extension class is instantiated from file metadata.
+        # Parquet logical types (JSON, UUID) are read as their storage types. (A stored arrow
+        # schema may still name a registered extension type; those columns are refused below.)
         file = pq.ParquetFile(path, arrow_extensions_enabled=False)
         schema = file.schema_arrow
     except pa.ArrowException as e:
