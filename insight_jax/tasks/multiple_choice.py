@@ -163,7 +163,7 @@ def _answer_index(value: Any, num_choices: int) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         if 0 <= value < num_choices:
             return value
-    elif isinstance(value, str) and value.strip() and value.strip() in letters:
+    elif isinstance(value, str) and len(value.strip()) == 1 and value.strip() in letters:
         return letters.index(value.strip())
     raise RecordError(
         f"field 'answer' must be an index 0..{num_choices - 1} or a letter {letters[0]}.."
