@@ -13,14 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import ml_collections
 from absl import app, flags, logging
 from flax import nnx
 
-from insight_jax.checkpointing import Checkpointer, committed_steps
 from insight_jax.models import hf
-from insight_jax.rl import setup
-from insight_jax.workdir import CONFIG_NAME
+from insight_jax.rl.train import restore_run
 
 
 def export_hf(
@@ -29,25 +26,7 @@ def export_hf(
     """Writes the policy of `workdir` at `step` (default: the newest intact checkpoint) to
     `out` as a Hugging Face checkpoint; returns the step exported. dtype: of the saved weights
     (default: the source checkpoint's for a model.path run, else the parameters')."""
-    workdir = Path(workdir).resolve()
-    config_file = workdir / CONFIG_NAME
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: {workdir} is not a run's workdir")
-    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-    comps = setup.build(config, workdir)
-    with Checkpointer(workdir / "checkpoints", max_to_keep=0) as ckpt:
-        if step is None:
-            restored = ckpt.restore_latest(comps.abstract_state)
-            if restored is None:
-                raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
-            step, state, _ = restored
-        else:
-            if step not in committed_steps(workdir / "checkpoints"):
-                raise ValueError(
-                    f"no checkpoint of step {step} in {workdir / 'checkpoints'}; committed: "
-                    f"{committed_steps(workdir / 'checkpoints')}"
-                )
-            state, _ = ckpt.restore(step, comps.abstract_state)
+    comps, step, state = restore_run(workdir, step)
     model = nnx.merge(comps.graphdef, state.model)
     source = comps.policy.path
     hf_config = generation = None

@@ -48,9 +48,20 @@ def _with(config: ml_collections.ConfigDict, **changes) -> ml_collections.Config
 _DELETE = object()
 
 
+# The paper's configs and their shared settings (tests/test_paper_configs.py).
+PAPER_CONFIGS = {
+    "paper_common",
+    "qwen3_0_6b_countdown",
+    "qwen3_0_6b_deepscaler",
+    "qwen3_4b_deepscaler",
+    "r1_distill_qwen_7b_deepscaler",
+    "qwen3_0_6b_webinstruct",
+}
+
+
 def test_shipped_configs_list_is_complete():
     files = {p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__"}
-    assert files == set(CONFIG_MODULES), "add new config files to CONFIG_MODULES"
+    assert files == set(CONFIG_MODULES) | PAPER_CONFIGS, "add new config files to the lists"
 
 
 # ------------------------------------------------------------------------------- the package

@@ -93,9 +93,9 @@ def test_train_export_and_load_in_transformers(tiny_hf, tmp_path, devices):
 
     # transformers reads the export as the same model, on a chat-templated prompt.
     tok = transformers.AutoTokenizer.from_pretrained(out)
-    messages = [{"role": "user", "content": comps.task.prompt(comps.test[0])}]
+    messages = [{"role": "user", "content": comps.task.prompt(comps.eval_sets[0].records[0])}]
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert text == comps.prompt(comps.test[0])
+    assert text == comps.prompt(comps.eval_sets[0].records[0])
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert ids == comps.tokenizer.encode(text)
     reference = transformers.AutoModelForCausalLM.from_pretrained(

@@ -374,3 +374,47 @@ def test_parser_matches_tree_evaluation(tree):
     assert parsed is not None
     assert parsed.value == _tree_value(tree)
     assert list(parsed.literals) == _tree_leaves(tree)
+
+
+# TinyZero's Countdown prompts (examples/data_preprocess/countdown.py, make_prefix), transcribed
+# from its source for nums [44, 19, 35] and target 98.
+TINYZERO_BASE = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves"
+    " it. The assistant first thinks about the reasoning process in the mind and then provides the"
+    " user with the answer.\nUser: Using the numbers [44, 19, 35], create an equation that equals"
+    " 98. You can use basic arithmetic operations (+, -, *, /) and each number can only be used"
+    " once. Show your work in <think> </think> tags. And return the final answer in <answer>"
+    " </answer> tags, for example <answer> (1 + 2) / 3 </answer>.\nAssistant: Let me solve this"
+    " step by step.\n<think>"
+)
+TINYZERO_QWEN_INSTRUCT = (
+    "<|im_start|>system\nYou are a helpful assistant. You first thinks about the reasoning process"
+    " in the mind and then provides the user with the answer.<|im_end|>\n<|im_start|>user\n Using"
+    " the numbers [44, 19, 35], create an equation that equals 98. You can use basic arithmetic"
+    " operations (+, -, *, /) and each number can only be used once. Show your work in <think>"
+    " </think> tags. And return the final answer in <answer> </answer> tags, for example <answer>"
+    " (1 + 2) / 3 </answer>.<|im_end|>\n<|im_start|>assistant\nLet me solve this step by step.\n"
+    "<think>"
+)
+
+
+def test_tinyzero_prompts_word_for_word(tmp_path):
+    from insight_jax.models.tiny_hf import write_tiny_hf
+    from insight_jax.models.tokenizers import format_prompt, load_hf_tokenizer
+
+    record = {"index": 0, "nums": [44, 19, 35], "target": 98}
+    assert CountdownTask(prompt_style="base").prompt(record) == TINYZERO_BASE
+    instruct = CountdownTask(prompt_style="instruct")
+    assert instruct.prompt(record) == TINYZERO_QWEN_INSTRUCT
+    # Through a ChatML chat template (as Qwen's), the chat turns render to TinyZero's text.
+    tok = load_hf_tokenizer(write_tiny_hf(tmp_path / "m", ["a b c"], vocab_size=300))
+    assert format_prompt(tok, instruct.chat_prompt(record), chat=True) == TINYZERO_QWEN_INSTRUCT
+    # The base prompt is one user turn for a chat model (as MoPPS's verl recipe feeds it).
+    base_chat = format_prompt(
+        tok, CountdownTask(prompt_style="base").chat_prompt(record), chat=True
+    )
+    assert base_chat == f"<|im_start|>user\n{TINYZERO_BASE}<|im_end|>\n<|im_start|>assistant\n"
+    with pytest.raises(ValueError, match="answer"):
+        CountdownTask(prompt_style="base", tag="a")
+    with pytest.raises(ValueError, match="prompt_style"):
+        CountdownTask(prompt_style="chat")

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from insight_jax.tasks.base import ChatPrompt
+
 if TYPE_CHECKING:
     from insight_jax.models.hf_tokenizer import HFTokenizer
 
@@ -183,12 +185,16 @@ def decode_batch(
     return [tokenizer.decode(row[m].tolist()) for row, m in zip(tokens, mask, strict=True)]
 
 
-def format_prompt(tokenizer: Tokenizer, text: str, *, chat: bool, **template_vars: Any) -> str:
-    """The text fed to the model for prompt ``text``.
+def format_prompt(
+    tokenizer: Tokenizer, prompt: str | ChatPrompt, *, chat: bool, **template_vars: Any
+) -> str:
+    """The text fed to the model for a task's prompt.
 
-    chat=True: the tokenizer's chat template rendered for one user turn with the assistant's
-    turn opened (``add_generation_prompt=True``); ``template_vars`` become template variables
-    (``enable_thinking=False``...). chat=False: ``text`` unchanged.
+    chat=True: the tokenizer's chat template rendered for the prompt's turns (a ``str`` is one
+    user turn; a :class:`~insight_jax.tasks.base.ChatPrompt` adds its system turn) with the
+    assistant's turn opened (``add_generation_prompt=True``) and the prompt's
+    ``assistant_prefix`` after it; ``template_vars`` become template variables
+    (``enable_thinking=False``...). chat=False: ``prompt``, a ``str``, unchanged.
     """
     if not chat:
         if template_vars:
@@ -196,15 +202,20 @@ def format_prompt(tokenizer: Tokenizer, text: str, *, chat: bool, **template_var
                 f"template variables {sorted(template_vars)} given with chat=False; they only "
                 "apply to chat-templated prompts"
             )
-        return text
+        if not isinstance(prompt, str):
+            raise TypeError("chat=False takes the task's plain-text prompt (a str)")
+        return prompt
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError(
             f"chat=True needs a tokenizer with a chat template; this {type(tokenizer).__name__} "
             "has none (use chat=False for plain-text prompts)"
         )
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, **template_vars
-    )
+    turns = ChatPrompt(user=prompt) if isinstance(prompt, str) else prompt
+    messages = [{"role": "user", "content": turns.user}]
+    if turns.system is not None:
+        messages.insert(0, {"role": "system", "content": turns.system})
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, **template_vars)
+    return text + turns.assistant_prefix
 
 
 def load_hf_tokenizer(path: str | Path) -> HFTokenizer:

@@ -45,8 +45,16 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.task = ml_collections.ConfigDict()
     c.task.name = ""  # tasks registry name (set by the config file)
     c.task.kwargs = {}  # task constructor arguments
-    c.task.num_train = 2000  # prompt pool size N
-    c.task.num_test = 256  # held-out problems (disjoint split)
+    # Records from a local file in a public format (JSON / JSONL / parquet), a row slice as in
+    # tfds ("countdown.parquet[:2000]"); "": the task generates them (num_train / num_test).
+    c.task.train_path = ""
+    # With train_path, the held-out sets: name -> a path spec (records of this task), or a
+    # mapping {"path", "task", "kwargs", "format"} for a set of another task. Metric keys use the
+    # names; add sets in a config file (a locked config takes no new keys from the command line).
+    c.task.eval_paths = {}
+    c.task.format = "auto"  # "json", "jsonl", "parquet", or "auto" (by file extension)
+    c.task.num_train = 2000  # generated pool size N (0 with train_path: its selected rows)
+    c.task.num_test = 256  # generated held-out problems, a disjoint split (0 with eval_paths)
     c.task.max_prompt_len = 0  # 0: longest prompt in the pool (+ BOS)
     # RL selects among the first rl_pool_size prompts (0: the whole pool); the warm start always
     # uses the whole pool, so RL pools of different sizes start from one warm-started policy.
@@ -135,7 +143,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 25  # RL steps between held-out evaluations
-    c.eval.num_samples = 4  # pass@1 = mean over this many samples per problem
+    # n samples per problem: avg@n (pass@1 as the mean over them) and the unbiased pass@k
+    c.eval.num_samples = 4
+    c.eval.batch_size = 0  # problems per sampling call (0: a whole set at once)
     c.eval.temperature = 0.6  # 0: greedy
     c.eval.top_p = 0.95
 

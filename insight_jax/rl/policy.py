@@ -26,6 +26,7 @@ from insight_jax.models.tokenizers import (
     load_hf_tokenizer,
 )
 from insight_jax.models.transformer import TransformerConfig
+from insight_jax.tasks.base import Task
 
 # config.model keys passed to TransformerConfig whatever the source (memory / numerics only).
 NUMERIC_KEYS = ("dtype", "param_dtype", "scan_layers", "remat", "logits_chunk")
@@ -40,9 +41,14 @@ class Policy:
     chat: bool  # prompts rendered with the tokenizer's chat template
     template_vars: dict[str, Any]
 
-    def prompt_text(self, text: str) -> str:
-        """The text the policy is prompted with for a task prompt `text`."""
-        return format_prompt(self.tokenizer, text, chat=self.chat, **self.template_vars)
+    def prompt(self, task: Task, record: dict) -> str:
+        """The text the policy is prompted with for `record` of `task`: the task's chat turns
+        through the tokenizer's chat template for a chat policy, else its plain-text prompt."""
+        if self.chat:
+            return format_prompt(
+                self.tokenizer, task.chat_prompt(record), chat=True, **self.template_vars
+            )
+        return format_prompt(self.tokenizer, task.prompt(record), chat=False, **self.template_vars)
 
     def fingerprint(self) -> dict[str, Any] | None:
         """Identity of the checkpoint's files (name, size, mtime), for cache keys; None for a

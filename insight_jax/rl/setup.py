@@ -20,6 +20,8 @@ from insight_jax import sharding as shd
 from insight_jax.models.tokenizers import Tokenizer, encode_batch
 from insight_jax.models.transformer import Transformer
 from insight_jax.rl import grpo as grpo_lib
+from insight_jax.rl.data import load_data
+from insight_jax.rl.evaluate import EvalSet
 from insight_jax.rl.policy import Policy, initial_model_state, policy_from_config
 from insight_jax.rl.rollout import RolloutEngine, SamplingSettings, make_rollout_engine
 from insight_jax.rl.state import TrainState
@@ -28,7 +30,6 @@ from insight_jax.rl.validate import ConfigError, as_rules
 from insight_jax.selection import Scorer, get_scorer, init_beliefs, init_scores, pool_shard
 from insight_jax.tasks import get_task
 from insight_jax.tasks.base import Task
-from insight_jax.tasks.datasets import build_pool
 
 
 def to_dict(x: Any) -> dict:
@@ -45,7 +46,8 @@ class Components:
     tokenizer: Tokenizer
     task: Task
     pool: Any  # random access by global index: pool[i] -> record
-    test: list  # held-out records
+    num_train: int  # len(pool), N
+    eval_sets: tuple[EvalSet, ...]  # held-out sets, each with its task
     num_items: int  # the RL pool: the first num_items prompts of `pool`
     prompt_len: int
     mesh: jax.sharding.Mesh
@@ -63,7 +65,7 @@ class Components:
 
     def prompt(self, record: dict) -> str:
         """The text the policy is prompted with for `record` (chat-templated for chat models)."""
-        return self.policy.prompt_text(self.task.prompt(record))
+        return self.policy.prompt(self.task, record)
 
     @property
     def warm_steps(self) -> int:
@@ -129,12 +131,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     policy = policy_from_config(c)
     tokenizer = policy.tokenizer
     task = get_task(c.task.name, **to_dict(c.task.kwargs))
-    pool = build_pool(task, c.task.num_train, c.seed, workdir / "data")
-    num_items = c.task.rl_pool_size or c.task.num_train
-    test = task.generate(c.task.num_test, c.seed, split="test")
-    # The longest prompt of the pool in tokens (BOS included), unless the config fixes it.
-    prompt_len = c.task.max_prompt_len or int(
-        encode_batch(tokenizer, [policy.prompt_text(task.prompt(r)) for r in pool])[1].max()
+    pool, num_train, eval_sets = load_data(c, task, workdir / "data")
+    num_items = c.task.rl_pool_size or num_train
+    # The longest prompt of the pool and the held-out sets in tokens (BOS included), unless
+    # the config fixes it.
+    prompt_len = c.task.max_prompt_len or max(
+        int(encode_batch(tokenizer, [policy.prompt(t, r) for r in records])[1].max())
+        for t, records in [(task, pool), *((s.task, s.records) for s in eval_sets)]
     )
     if prompt_len + c.rl.max_new_tokens > policy.model_config.max_seq_len:
         raise ConfigError(
@@ -185,7 +188,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         num_candidates=min(sel.num_candidates, num_items),
         num_rollouts=rl.num_rollouts,
         num_items=num_items,
-        num_train=c.task.num_train,
+        num_train=num_train,
         warm_batch_size=c.warmstart.batch_size,
         dynamic_sampling_rounds=sel.dynamic_sampling_rounds,
         decay=float(sel.decay),
@@ -230,7 +233,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         tokenizer=tokenizer,
         task=task,
         pool=pool,
-        test=test,
+        num_train=num_train,
+        eval_sets=eval_sets,
         num_items=num_items,
         prompt_len=prompt_len,
         mesh=mesh,

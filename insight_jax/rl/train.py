@@ -43,7 +43,7 @@ from insight_jax.metrics import (
     repair_metrics,
 )
 from insight_jax.rl import setup, warmstart
-from insight_jax.rl.evaluate import evaluate
+from insight_jax.rl.evaluate import eval_metrics, eval_tables, evaluate_sets, pass_ks
 from insight_jax.rl.rl_step import rl_step
 from insight_jax.rl.setup import Components
 from insight_jax.rl.state import TrainState
@@ -53,25 +53,28 @@ TIME_KEYS = ("time_select", "time_rollout", "time_verify", "time_update")
 
 
 def _evaluate(comps: Components, state: TrainState) -> dict[str, float]:
+    """avg@n, pass@k and mean reward on every held-out set, and their macro averages."""
     c = comps.config
-    ev = evaluate(
+    results = evaluate_sets(
         comps.eval_engine,
         state.model,
         comps.tokenizer,
-        comps.task,
-        comps.test,
+        comps.eval_sets,
         comps.fns.eval_key(state),
+        prompt=comps.policy.prompt,
         prompt_len=comps.prompt_len,
-        prompt=comps.prompt,
         batch_multiple=comps.batch_multiple,
+        batch_size=c.eval.batch_size,
         success_threshold=c.selection.success_threshold,
     )
-    ok, k = ev["successes"], c.eval.num_samples
-    return {
-        "eval_accuracy": ev["accuracy"],
-        "eval_reward": ev["reward"],
-        "eval_spread": float(np.mean((ok > 0) & (ok < k))),
-    }
+    return eval_metrics(results, c.eval.num_samples)
+
+
+def _write_eval_tables(comps: Components, rows: list[dict]) -> None:
+    """eval_tables.md in the workdir: a table per held-out set, a row per evaluated step."""
+    names = [s.name for s in comps.eval_sets]
+    text = eval_tables(rows, names, comps.config.eval.num_samples)
+    wd.write_text_atomic(comps.workdir / "eval_tables.md", f"# Held-out evaluations\n\n{text}")
 
 
 def _evals_due(comps: Components, t: int) -> bool:
@@ -91,6 +94,16 @@ def _summary(comps: Components, rows: list[dict], alpha, beta) -> dict[str, Any]
         if t in evals:
             summary[f"eval_accuracy_{tag}"] = evals[t]["eval_accuracy"]
             summary[f"eval_spread_{tag}"] = evals[t]["eval_spread"]
+    if total in evals:  # the final evaluation of every set: {set: {avg@n, pass@k.., reward}}
+        n = c.eval.num_samples
+        final = evals[total]
+        summary["eval"] = {
+            s.name: {
+                k: final[f"eval_{s.name}_{k}"]
+                for k in (f"avg@{n}", *(f"pass@{k}" for k in pass_ks(n)), "reward")
+            }
+            for s in comps.eval_sets
+        }
     rl_rows = [r for r in rows if "reward_mean" in r]
     n = alpha + beta
     prior = c.selection.alpha0 + c.selection.beta0
@@ -131,6 +144,36 @@ def _restore(comps: Components, ckpt: Checkpointer, cache: Path | None, log):
             log(f"warm-started policy loaded from {cache}")
             return comps.warm_steps, cached, "cache"
     return 0, state, "scratch"
+
+
+def restore_run(workdir: str | Path, step: int | None = None) -> tuple[Components, int, TrainState]:
+    """(components, step, state) of the run in `workdir` at `step` (default: its newest intact
+    checkpoint), rebuilt from its config.json; for tools that read a run (export, evaluate).
+
+    Raises:
+      FileNotFoundError: if `workdir` holds no run's config or no checkpoint (of `step`).
+    """
+    workdir = Path(workdir).resolve()
+    config_file = workdir / wd.CONFIG_NAME
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: {workdir} is not a run's workdir")
+    config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    comps = setup.build(config, workdir)
+    with Checkpointer(workdir / "checkpoints", max_to_keep=0) as ckpt:
+        if step is None:
+            restored = ckpt.restore_latest(comps.abstract_state)
+            if restored is None:
+                raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
+            step, state, _ = restored
+        else:
+            committed = committed_steps(workdir / "checkpoints")
+            if step not in committed:
+                raise FileNotFoundError(
+                    f"no checkpoint of step {step} in {workdir / 'checkpoints'}; committed: "
+                    f"{committed}"
+                )
+            state, _ = ckpt.restore(step, comps.abstract_state)
+    return comps, step, state
 
 
 def resume_safe_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -215,6 +258,9 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
     def record(t: int, metrics: dict[str, float]) -> None:
         check_finite(metrics, t)  # fail fast on NaN (the newest checkpoint stays a healthy one)
         writer.write_scalars(t, metrics)
+        if "eval_accuracy" in metrics:
+            writer.flush()
+            _write_eval_tables(comps, read_metrics_jsonl(writer.jsonl_path))
 
     evaluated = {r["step"] for r in read_metrics_jsonl(writer.jsonl_path) if "eval_accuracy" in r}
     if start == w and start not in evaluated:  # RL starts here: a fresh run or a cached warm start

@@ -26,12 +26,14 @@ import numpy as np
 
 from insight_jax import sharding as shd
 from insight_jax.models.transformer import PRESETS, REMAT_POLICIES, TransformerConfig
+from insight_jax.rl.data import eval_specs
 from insight_jax.rl.grpo import AGGREGATIONS, KL_ESTIMATORS
 from insight_jax.rl.policy import CHAT_TEMPLATE_MODES, NUMERIC_KEYS, policy_from_config
 from insight_jax.rl.rollout import ROLLOUT_ENGINES
 from insight_jax.selection import MAX_ROLLOUTS, SCORER_NAMES, get_scorer
 from insight_jax.selection.beliefs import SuccessRule
 from insight_jax.tasks import get_task, list_tasks
+from insight_jax.tasks.loaders import FORMATS, count_rows, parse_path_spec
 
 LR_SCHEDULES = ("constant", "cosine")  # rl.lr_schedule: constant, or cosine decay to 0
 SUCCESS_RULES: tuple[str, ...] = typing.get_args(SuccessRule)
@@ -186,6 +188,74 @@ def _task(config):
         raise ConfigError("task.kwargs", kwargs, f"task {name!r} rejects them: {e}") from None
 
 
+def _rows(key: str, spec: str, fmt: str, task_name: str) -> int:
+    """The number of records a path spec selects (cheap: file metadata or a line count)."""
+    path, _, _ = parse_path_spec(spec)
+    if not Path(path).is_file():
+        raise ConfigError(key, spec, f"no file {path}")
+    try:
+        n = count_rows(spec, fmt=fmt)
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            key, spec, f"not a readable {fmt} file of task {task_name}: {e}"
+        ) from None
+    if n < 1:
+        raise ConfigError(key, spec, "selects no rows")
+    return n
+
+
+def _data(config, task) -> int:
+    """Where the records come from (generated, or files and their held-out sets); returns the
+    pool size N. Files are opened only to count their rows; records are checked when the run
+    builds its pool (setup.build), before any step."""
+    fmt = _choice(config, "task.format", FORMATS)
+    train_path = _str(config, "task.train_path")
+    num_train = _int(config, "task.num_train", 0)
+    num_test = _int(config, "task.num_test", 0)
+    try:
+        specs = eval_specs(config)
+    except ValueError as e:
+        raise ConfigError("task.eval_paths", _get(config, "task.eval_paths"), str(e)) from None
+    if not train_path:
+        if specs:
+            raise ConfigError(
+                "task.eval_paths", [s.name for s in specs], "held-out files need task.train_path"
+            )
+        try:
+            task.generate(1, 0, "train")
+        except NotImplementedError:
+            raise ConfigError(
+                "task.train_path", "", f"task {task.name!r} reads its records from files"
+            ) from None
+        if num_train < 1 or num_test < 1:
+            key, value = ("task.num_train", num_train) if num_train < 1 else ("task.num_test", 0)
+            raise ConfigError(key, value, "must be >= 1 for a generated task")
+        return num_train
+    for key, value in (("task.num_train", num_train), ("task.num_test", num_test)):
+        if value:
+            raise ConfigError(
+                key,
+                value,
+                "must be 0 with task.train_path: the files' rows are the records "
+                "(select rows with a slice, path[start:stop])",
+            )
+    if not specs:
+        raise ConfigError("task.eval_paths", {}, "held-out sets are required with task.train_path")
+    n = _rows("task.train_path", train_path, fmt, task.name)
+    for spec in specs:
+        key = f"task.eval_paths.{spec.name}"
+        if spec.format not in FORMATS:
+            raise ConfigError(key, spec.format, f"format must be one of {', '.join(FORMATS)}")
+        if spec.task_name not in list_tasks():
+            raise ConfigError(key, spec.task_name, f"registered tasks: {', '.join(list_tasks())}")
+        try:
+            spec.make_task()
+        except (TypeError, ValueError) as e:
+            raise ConfigError(key, spec.task_kwargs, f"task {spec.task_name!r}: {e}") from None
+        _rows(key, spec.path, spec.format, spec.task_name)
+    return n
+
+
 def _model(config) -> None:
     """The model's source and numerics make a valid TransformerConfig (no weights read): a
     preset with its overrides, or a Hugging Face folder whose config.json and tokenizer load."""
@@ -291,8 +361,7 @@ def validate_config(config: Any) -> None:
 
     # task
     task = _task(config)
-    num_train = _int(config, "task.num_train", 1)
-    _int(config, "task.num_test", 1)
+    num_train = _data(config, task)
     _int(config, "task.max_prompt_len", 0)
     rl_pool_size = _int(config, "task.rl_pool_size", 0, num_train)
     pool = rl_pool_size or num_train
@@ -343,6 +412,7 @@ def validate_config(config: Any) -> None:
     # evaluation, checkpoints
     _int(config, "eval.every", 1)
     _int(config, "eval.num_samples", 1)
+    _int(config, "eval.batch_size", 0)
     _real(config, "eval.temperature", 0.0)
     _real(config, "eval.top_p", 0.0, 1.0, lo_open=True)
     _int(config, "checkpoint.every", 1)

@@ -13,8 +13,20 @@ Prompt (``prompt_style="compact"``, for tiny character-level policies)::
 
 Reference completion: ``"<answer>(3+5)*2</answer>"``. The paper's tag is kept (17 characters of
 overhead) so the paper's reward applies unchanged and real checkpoints use the same format; the
-expression itself is rendered with the fewest parentheses. ``prompt_style="instruct"`` gives the
-TinyZero-style instruction prompt for real chat models.
+expression itself is rendered with the fewest parentheses.
+
+For real checkpoints the prompts of the peers (TinyZero's ``make_prefix``, reused by MoPPS's
+Countdown recipe in verl), word for word, so results compare:
+
+* ``prompt_style="base"``: TinyZero's base-model template, a "User: ... Assistant:" conversation
+  in plain text that opens the assistant's answer with "Let me solve this step by step.\n<think>".
+  With a chat model, the whole text is one user turn (as MoPPS feeds it to verl).
+* ``prompt_style="instruct"``: TinyZero's instruct template: a system turn, the question as the
+  user turn (with its leading space), and the assistant's turn opened with "Let me solve this step
+  by step.\n<think>". With a chat template it is rendered by the tokenizer's template; without
+  one, as the ChatML text TinyZero writes for Qwen instruct models.
+
+Both show the numbers as a Python list (``[3, 5, 2]``), as the peers do.
 
 Reward (the paper's; METHOD.md "Countdown reward"), on the last complete ``<answer>...</answer>``:
 
@@ -59,6 +71,7 @@ from typing import Any, ClassVar
 from insight_jax.tasks.base import (
     MAX_ANSWER_CHARS,
     MAX_CONSECUTIVE_REJECTIONS,
+    ChatPrompt,
     Record,
     RecordError,
     Task,
@@ -81,6 +94,25 @@ _DIGITS = frozenset("0123456789")
 _SPACE = frozenset(" \t\n\r")
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 _ATOM = 3  # precedence of a literal or a parenthesised expression
+
+PROMPT_STYLES = ("compact", "base", "instruct")
+# TinyZero's Countdown prompts (examples/data_preprocess/countdown.py, make_prefix), verbatim.
+_QUESTION = (
+    "Using the numbers {nums}, create an equation that equals {target}. You can use basic"
+    " arithmetic operations (+, -, *, /) and each number can only be used once. Show your work in"
+    " <think> </think> tags. And return the final answer in <answer> </answer> tags, for example"
+    " <answer> (1 + 2) / 3 </answer>."
+)
+_BASE_PREAMBLE = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant"
+    " solves it. The assistant first thinks about the reasoning process in the mind and then"
+    " provides the user with the answer."
+)
+_INSTRUCT_SYSTEM = (
+    "You are a helpful assistant. You first thinks about the reasoning process in the mind and"
+    " then provides the user with the answer."
+)
+_OPENING = "Let me solve this step by step.\n<think>"
 
 
 class _Malformed(Exception):
@@ -295,8 +327,10 @@ class CountdownTask(Task):
       num_numbers: the allowed counts of given numbers; each record draws one uniformly.
       min_number, max_number: given numbers are drawn uniformly from this range (inclusive).
       min_target, max_target: targets are integers in this range (inclusive).
-      prompt_style: "compact" (``"3 5 2=16:"``) or "instruct" (TinyZero-style instruction).
-      tag: the answer tag name (the paper's is "answer").
+      prompt_style: "compact" (``"3 5 2=16:"``, for character-level policies), or TinyZero's
+        "base" or "instruct" template (module docstring).
+      tag: the answer tag name (the paper's is "answer"; the TinyZero templates ask for it, so
+        they need tag "answer").
       unique: no two records of one pool are the same problem (same number multiset and target).
 
     Splits: a problem belongs to "train" or "test" by a stable hash of its canonical key (10% test),
@@ -324,8 +358,12 @@ class CountdownTask(Task):
             raise ValueError(f"num_numbers must be counts in 2..6, got {num_numbers!r}")
         if not 0 <= min_number <= max_number or not min_target <= max_target:
             raise ValueError("need 0 <= min_number <= max_number and min_target <= max_target")
-        if prompt_style not in ("compact", "instruct"):
-            raise ValueError(f"prompt_style must be 'compact' or 'instruct', got {prompt_style!r}")
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
+        if prompt_style != "compact" and tag != "answer":
+            raise ValueError(
+                f"prompt_style {prompt_style!r} asks for <answer> tags; got tag {tag!r}"
+            )
         self.num_numbers = counts
         self.min_number, self.max_number = min_number, max_number
         self.min_target, self.max_target = min_target, max_target
@@ -394,12 +432,19 @@ class CountdownTask(Task):
         nums, target = record["nums"], record["target"]
         if self.prompt_style == "compact":
             return f"{' '.join(map(str, nums))}={target}:"
-        return (
-            f"Using the numbers {list(nums)}, create an equation that equals {target}. You can use"
-            " basic arithmetic operations (+, -, *, /) and each number can only be used once."
-            f" Return the final answer in <{self.tag}> </{self.tag}> tags, for example"
-            f" <{self.tag}>(1+2)/3</{self.tag}>."
+        question = _QUESTION.format(nums=list(nums), target=target)
+        if self.prompt_style == "base":
+            return f"{_BASE_PREAMBLE}\nUser: {question}\nAssistant: {_OPENING}"
+        return (  # TinyZero's instruct text for Qwen models without a chat template at hand
+            f"<|im_start|>system\n{_INSTRUCT_SYSTEM}<|im_end|>\n<|im_start|>user\n {question}"
+            f"<|im_end|>\n<|im_start|>assistant\n{_OPENING}"
         )
+
+    def chat_prompt(self, record: Record) -> ChatPrompt:
+        if self.prompt_style != "instruct":
+            return super().chat_prompt(record)
+        question = _QUESTION.format(nums=list(record["nums"]), target=record["target"])
+        return ChatPrompt(user=f" {question}", system=_INSTRUCT_SYSTEM, assistant_prefix=_OPENING)
 
     def reference_completion(self, record: Record) -> str:
         """``<answer>EXPR</answer>`` with the record's solution, or a solver's if it has none.
