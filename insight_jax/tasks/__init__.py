@@ -1,8 +1,11 @@
 """Verifiable tasks for RLVR: record generation, prompts, reference completions and rewards.
 
-``get_task(name, **kwargs)`` builds a registered task ("countdown", "arithmetic"). The on-disk,
+``get_task(name, **kwargs)`` builds a registered task: "countdown" and "arithmetic" (generated,
+or read from files), "math" (math-verify rewards in worker processes) and "multiple_choice"
+(records from files). Loaders for the public file formats are in
+:mod:`insight_jax.tasks.loaders`. The on-disk,
 random-access pools live in :mod:`insight_jax.tasks.datasets` (imported lazily, as it loads the
-array_record extension): ``build_pool``, ``write_records``, ``open_source``, ``load_jsonl``.
+array_record extension): ``build_pool``, ``pool_from_file``, ``write_records``, ``open_source``.
 """
 
 from __future__ import annotations
@@ -21,15 +24,15 @@ from insight_jax.tasks.base import (
     register_task,
 )
 from insight_jax.tasks.countdown import CountdownTask, countdown_reward, parse_expression, solve
+from insight_jax.tasks.math import MathTask, math_reward
+from insight_jax.tasks.multiple_choice import MultipleChoiceTask
 
 _LAZY = {
     "build_pool",
     "write_records",
     "open_source",
     "pool_exists",
-    "load_jsonl",
-    "write_jsonl",
-    "pool_from_jsonl",
+    "pool_from_file",
     "RecordSource",
     "DataFormatError",
 }
@@ -38,12 +41,15 @@ __all__ = [
     "ArithmeticTask",
     "ChatPrompt",
     "CountdownTask",
+    "MathTask",
+    "MultipleChoiceTask",
     "RecordError",
     "Task",
     "countdown_reward",
     "extract_last_tag",
     "get_task",
     "list_tasks",
+    "math_reward",
     "parse_expression",
     "parse_int",
     "register_task",
