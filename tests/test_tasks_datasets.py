@@ -371,19 +371,22 @@ def test_file_cache_is_keyed_by_content_not_file_name(tmp_path, monkeypatch):
     # Another task config reads rows differently: another pool, even for the same bytes.
     narrow = pool_from_file(first, CountdownTask(num_numbers=2), pools)
     assert narrow.path != pool_from_file(first, task, pools).path
-    # Another slice is another pool; the whole file spelled as a slice is the same one.
+    # Another slice is another pool; "[:]" is the plain path; "[0:2]" (the whole file with an
+    # explicit end) is keyed as written: another pool of the same records.
     sliced = pool_from_file(f"{first}[1:]", task, pools)
     assert [r["nums"] for r in sliced] == [[2, 2]] and sliced[0]["source_row"] == 1
-    assert (
-        pool_from_file(f"{first}[0:2]", task, pools).path == pool_from_file(first, task, pools).path
-    )
-    assert len(list(pools.iterdir())) == 5
+    plain = pool_from_file(first, task, pools)
+    assert pool_from_file(f"{first}[:]", task, pools).path == plain.path
+    explicit = pool_from_file(f"{first}[0:2]", task, pools)
+    assert explicit.path != plain.path and list(explicit) == list(plain)
+    assert len(list(pools.iterdir())) == 6
 
     # Unchanged bytes reuse the cached pool without converting again, also from a copy.
     def fail(*args, **kwargs):
         raise AssertionError("the cached pool should have been reused")
 
     monkeypatch.setattr(datasets, "write_records", fail)
+    monkeypatch.setattr(datasets, "resolve_spec", fail)  # a cache hit counts no rows either
     assert pool_from_file(second, task, pools)[0]["nums"] == [4, 5]
     (tmp_path / "c").mkdir()
     copy = tmp_path / "c" / "renamed.jsonl"

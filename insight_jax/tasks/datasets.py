@@ -41,9 +41,10 @@ from etils import epath
 from insight_jax.tasks.base import Record, RecordError, Task
 from insight_jax.tasks.loaders import (
     DataFormatError,
-    RowSelection,
     file_sha256,
     iter_records,
+    parse_path_spec,
+    resolve_format,
     resolve_spec,
 )
 
@@ -346,16 +347,23 @@ def build_pool(
     return source
 
 
-def _file_pool_dir(selection: RowSelection, sha256: str, task: Task, data_dir: PathLike):
-    """Where :func:`pool_from_file` caches the pool of ``selection`` of a file with digest
-    ``sha256``: keyed by the digest, the slice, the format and the task's fingerprint (name +
-    config, which decide how rows become records), not by the file's name: a copy of the file
-    elsewhere or under another name maps to the same pool (``pool.json`` names the source)."""
+def _file_pool_dir(
+    sha256: str, start: int, stop: int | None, fmt: str, task: Task, data_dir: PathLike
+) -> epath.Path:
+    """Where :func:`pool_from_file` caches rows ``start:stop`` (``stop`` as the spec gives it,
+    None = to the end) in format ``fmt`` of a file with digest ``sha256``.
+
+    Keyed by the digest, the slice, the format and the task's fingerprint (name + config, which
+    decide how rows become records), not by the file's name: a copy of the file elsewhere or
+    under another name maps to the same pool (``pool.json`` names the source). An open end is
+    part of the key as such (the digest fixes where the file ends), so a cache hit needs no row
+    count.
+    """
     key = {
         "sha256": sha256,
-        "start": selection.start,
-        "stop": selection.stop,
-        "format": selection.format,
+        "start": start,
+        "stop": stop,
+        "format": fmt,
         "task": task.fingerprint(),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:20]
@@ -380,43 +388,53 @@ def pool_from_file(
 
     ``spec``, ``fmt`` and the records are as :func:`~insight_jax.tasks.loaders.load_records`
     (``"train.parquet[:2000]"``: rows 0..1999 as records 0..1999). The pool is cached by the
-    SHA-256 of the file's bytes, the slice, the format and the task's fingerprint, so an edited
-    file or another task config gets its own pool and a copy of the file reuses it. Records are
-    streamed into the pool (millions of rows need no list of them). ``pool.json``'s metadata
-    names the ``source`` (the file that built it), its ``sha256``, the ``format``, ``start``,
-    ``stop`` and ``rows``.
+    SHA-256 of the file's bytes, the slice as written, the format and the task's fingerprint,
+    so an edited file or another task config gets its own pool and a copy of the file reuses it
+    (``"f.jsonl"`` and ``"f.jsonl[:]"`` share one; ``"f.jsonl[0:n]"`` is another, equal,
+    pool). Records are streamed into the pool (millions of rows need no list of them).
+    ``pool.json``'s metadata names the ``source`` (the file that built it), its ``sha256``, the
+    ``format``, ``start``, ``stop`` and ``rows``.
 
-    A cache hit reads the file once (to hash it). A build reads it three times: the hash (the
-    cache key), the records, and the hash again at the end, before the pool is complete, so a
-    file changed meanwhile fails the build rather than leaving records under another file's
-    key (hashing runs at disk speed, far faster than making records).
+    A cache hit reads the file once (to hash it; no row count). A build reads it three times:
+    the hash (the cache key), the rows (after counting them, to check the slice), and the hash
+    again at the end, before the pool is complete, so a file changed meanwhile fails the build
+    rather than leaving records under another file's key (hashing runs at disk speed, far
+    faster than making records).
 
     Raises:
-      ValueError, OSError, DataFormatError: as :func:`~insight_jax.tasks.loaders.resolve_spec`,
-        before anything is written; :class:`DataFormatError` for a bad row (naming file, row,
-        line and field), which leaves no pool.
+      ValueError, OSError, DataFormatError: as :func:`~insight_jax.tasks.loaders.resolve_spec`
+        (a malformed spec or format before the file is read), before anything is written;
+        :class:`DataFormatError` for a bad row (naming file, row, line and field), which leaves
+        no pool.
     """
-    selection = resolve_spec(spec, fmt)
-    sha256 = file_sha256(selection.path)
-    path = _file_pool_dir(selection, sha256, task, data_dir)
+    file, start, stop = parse_path_spec(spec)
+    fmt = resolve_format(file, fmt)
+    sha256 = file_sha256(file)
+    path = _file_pool_dir(sha256, start, stop, fmt, task, data_dir)
     if not pool_exists(path):
+        selection = resolve_spec(spec, fmt)
         metadata = {
             "task": task.name,
             "config": task.config(),
-            "source": os.path.abspath(selection.path),
+            "source": os.path.abspath(file),
             "sha256": sha256,
-            "format": selection.format,
+            "format": fmt,
             "start": selection.start,
             "stop": selection.stop,
             "rows": len(selection),
         }
         records = iter_records(selection, task)
-        write_records(path, _then_check_unchanged(records, selection.path, sha256), metadata)
+        write_records(path, _then_check_unchanged(records, file, sha256), metadata)
     source = open_source(path)
-    if len(source) != len(selection) or source.metadata.get("sha256") != sha256:
+    meta = source.metadata
+    if (
+        meta.get("sha256") != sha256
+        or meta.get("start") != start
+        or stop not in (None, meta.get("stop"))
+        or len(source) != meta.get("rows")
+    ):
         raise ValueError(
-            f"pool at {path} does not match {spec!r}: {len(source)} records of a file with"
-            f" sha256 {source.metadata.get('sha256')}, expected {len(selection)} of {sha256};"
-            " delete the directory to rebuild it"
+            f"pool at {path} does not match {spec!r} (file sha256 {sha256}): it holds"
+            f" {len(source)} records, metadata {meta}; delete the directory to rebuild it"
         )
     return source
