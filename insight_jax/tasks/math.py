@@ -41,6 +41,8 @@ to the gold answer, else 0.0.
 * Comparison: math-verify's ``verify(gold, answer)`` (gold first: the function is not symmetric),
   with its defaults (6-digit float rounding, strict variables); its signal-based timeouts run on
   the worker's main thread as a first line, the pool's per-item timeout is the guarantee.
+  Identical (gold, candidate) pairs of one batch are verified once, and a boxed candidate whose
+  stripped text is the gold's own is 1.0 without a round trip (equivalence is reflexive).
 
 Why a process pool (:mod:`insight_jax.tasks.verifier_pool`): sympy can hang or blow up memory on
 pathological answers (a power tower, thousand-deep fractions), often inside one C call that no
@@ -252,17 +254,23 @@ def math_rewards(
     with _golds_lock:
         usable = _check_golds(pool, [g for g in gold_texts if g is not None])
     rewards = [0.0] * len(completions)
-    jobs, where = [], []
+    # Identical (gold, candidate) pairs are verified once: the K rollouts of a prompt often box
+    # the same answer, and the verdict is a function of the pair alone.
+    where: dict[tuple[str, str, str], list[int]] = {}
     for i, (completion, gold) in enumerate(zip(completions, gold_texts, strict=True)):
         if gold not in usable:
             continue
         candidate = extract_candidate(completion)
         if candidate is None:
             continue
-        jobs.append((gold, *candidate))
-        where.append(i)
-    for i, reward in zip(where, pool.map("math", jobs), strict=True):
-        rewards[i] = reward
+        if candidate[0] == "boxed" and candidate[1].strip() == gold:
+            rewards[i] = 1.0  # the gold's own text: equivalent without asking (no round trip)
+            continue
+        where.setdefault((gold, *candidate), []).append(i)
+    jobs = list(where)
+    for job, reward in zip(jobs, pool.map("math", jobs), strict=True):
+        for i in where[job]:
+            rewards[i] = reward
     return rewards
 
 

@@ -10,21 +10,25 @@ math-verify's own timeouts use ``signal.alarm``, which only works on the main th
   module. ``pool.map(kind, items)`` returns one float per item, in order.
 * **Start-up.** Workers are forked by multiprocessing's ``"forkserver"`` server (never plain
   ``fork``: the parent is a multi-threaded JAX process, and a forked copy of its locks can
-  deadlock). The server preloads the modules of :data:`WORKER_FUNCTIONS` (math-verify, sympy)
-  once, so a replacement worker is a fork of a warm process: tens of ms, not the seconds of a
-  fresh import (``benchmarks/verify_speed.py`` measures it). The server also keeps
-  multiprocessing's default preload, ``__main__``: a script's main module is imported once in the
-  server instead of once per worker, so it must guard its work with ``if __name__ ==
+  deadlock). The server imports :data:`PRELOAD_MODULES` (math-verify, sympy) once, so a
+  replacement worker is a fork of a process that has them: ~10 ms to start instead of ~0.5 s of
+  imports. (math-verify still compiles its extraction regexes on a worker's first item, ~0.1 s,
+  since preloading only imports; ``benchmarks/verify_speed.py`` measures both.) The server also
+  keeps multiprocessing's default preload, ``__main__``: a script's main module is imported once
+  in the server instead of once per worker, so it must guard its work with ``if __name__ ==
   "__main__"`` (as every multiprocessing user must). If some other code started the process's
   forkserver first, its preload list applies and workers import math-verify themselves on their
   first item (slower, still correct).
 * **One item at a time per worker**, run on the worker's own main thread, so math-verify's
-  signal-based timeouts also work inside as a first line (``inner_timeout_s``). The parent sends an
-  item to each idle worker and waits with :func:`multiprocessing.connection.wait` on the busy
-  workers' pipes and process sentinels until the earliest per-item deadline.
-* **Our own per-item timeout.** An item not answered within ``timeout_s`` of being sent gets
-  0.0; its worker is killed (``SIGKILL``) and replaced, and the other items carry on. A worker
-  that dies (crash, segfault, OOM kill, killed from outside) gives its item 0.0 and is replaced.
+  signal-based timeouts also work inside as a first line (``inner_timeout_s``). The parent keeps
+  two items sent to each worker (one running, one waiting in its pipe, so the worker does not
+  idle while the parent is descheduled) and waits with :func:`multiprocessing.connection.wait`
+  on the workers' pipes and process sentinels until the earliest per-item deadline.
+* **Our own per-item timeout.** An item not answered within ``timeout_s`` of its start (its
+  dispatch to an idle worker, or the answer to the item before it) gets 0.0; its worker is
+  killed (``SIGKILL``) and replaced, the item waiting behind it is sent again, and the other
+  items carry on. A worker that dies (crash, segfault, OOM kill, killed from outside) gives the
+  item it was running 0.0 and is replaced.
   Any exception inside the worker is 0.0 for that item; so is a result that is not a finite
   number. So one pathological item costs at most ~``timeout_s`` of one worker's time, and a call
   never hangs and never raises because of an item.
@@ -71,6 +75,10 @@ WORKER_FUNCTIONS: dict[str, tuple[str, str]] = {
     "probe_exit": (__name__, "probe_exit"),
     "probe_allocate": (__name__, "probe_allocate"),
 }
+# Imported once by the forkserver so that every worker forks with them loaded: the modules of
+# WORKER_FUNCTIONS, and math-verify (which they import lazily, so the parent does not pay for
+# sympy). Without it a fresh worker spends ~0.5 s importing sympy on its first item.
+PRELOAD_MODULES = ("math_verify", *sorted({module for module, _ in WORKER_FUNCTIONS.values()}))
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MEMORY_HEADROOM_BYTES = 2 << 30
@@ -80,6 +88,10 @@ _CLOSE_GRACE_S = 1.0
 # Workers that die before their start-up message mean the pool cannot run at all (e.g. a memory
 # headroom too small for Python); after this many in a row map() raises instead of looping.
 _MAX_START_FAILURES = 8
+# Items sent ahead to a worker: the one it runs plus one waiting in its pipe, so it starts the
+# next as soon as it answers, without waiting for the parent to be scheduled (each item's timeout
+# still starts only when the item does).
+_QUEUE_DEPTH = 2
 # The first message of every worker, sent once it is set up and before it reads any item.
 _READY = "ready"
 
@@ -193,8 +205,10 @@ def inner_timeout_s() -> int:
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: multiprocessing.connection.Connection
-    item: int | None = None  # index (into the current map's items) of the item it is running
-    deadline: float = math.inf
+    # Indices (into the current map's items) sent and not yet answered, in order; the first is
+    # running, the others wait in the pipe so the worker never idles between items.
+    queue: deque[int] = dataclasses.field(default_factory=deque)
+    deadline: float = math.inf  # of the first item: timeout_s after it started
     ready: bool = False  # its start-up message has arrived
 
 
@@ -263,8 +277,7 @@ class VerifierPool:
         self._ctx = multiprocessing.get_context("forkserver")
         # Keep the default "__main__" (imported once by the server, not by every worker) and add
         # the verifier modules. Only takes effect if the forkserver is not running yet.
-        preload = sorted({module for module, _ in WORKER_FUNCTIONS.values()})
-        self._ctx.set_forkserver_preload(["__main__", *preload])
+        self._ctx.set_forkserver_preload(["__main__", *PRELOAD_MODULES])
         self._workers: list[_Worker] = []
         try:
             self._workers = [self._start_worker() for _ in range(num_workers)]
@@ -373,11 +386,12 @@ class VerifierPool:
         self._start_failures = 0
         self.stats.items += len(items)
         while True:
-            now = time.monotonic()
-            for slot, worker in enumerate(self._workers):
-                if worker.item is None and pending:
-                    self._dispatch(slot, kind, items, pending, now)
-            running = [(s, w) for s, w in enumerate(self._workers) if w.item is not None]
+            # Breadth first: every worker gets a running item before any gets a waiting one.
+            for depth in range(1, _QUEUE_DEPTH + 1):
+                for slot in range(len(self._workers)):
+                    if pending and len(self._workers[slot].queue) < depth:
+                        self._dispatch(slot, kind, items, pending)
+            running = [(s, w) for s, w in enumerate(self._workers) if w.queue]
             if not running:
                 if pending:
                     continue  # every send failed; the replacements take them next round
@@ -393,29 +407,34 @@ class VerifierPool:
                 self._collect(slot, results, pending)
             now = time.monotonic()
             for slot, worker in enumerate(self._workers):
-                if worker.item is not None and worker.deadline <= now:
+                if worker.queue and worker.deadline <= now:
                     logger.warning(
                         "verifier item %d (kind %r) timed out after %.1f s; worker replaced",
-                        worker.item,
+                        worker.queue[0],
                         kind,
                         self.timeout_s,
                     )
                     self.stats.timeouts += 1
-                    self._replace(slot)  # its item keeps the 0.0 it was initialised with
+                    worker.queue.popleft()  # keeps the 0.0 it was initialised with
+                    pending.extendleft(reversed(worker.queue))  # never started: retried
+                    worker.queue.clear()
+                    self._replace(slot)
 
     def _dispatch(
-        self, slot: int, kind: str, items: list[tuple[Any, ...]], pending: deque[int], now: float
+        self, slot: int, kind: str, items: list[tuple[Any, ...]], pending: deque[int]
     ) -> None:
-        """Sends the next pending item to the idle worker in ``slot``."""
+        """Sends the next pending item to the worker in ``slot`` (retried later if it is dead)."""
         worker = self._workers[slot]
         index = pending.popleft()
         try:
             worker.conn.send((index, kind, items[index]))
-        except OSError:  # the worker is already dead: the item never ran, so it is retried
+        except OSError:  # the worker is dead: this item never ran, so it is retried
             pending.appendleft(index)
-            self._after_death(slot, ran_item=False)
+            self._after_death(slot, pending, ran_first=False)
             return
-        worker.item, worker.deadline = index, now + self.timeout_s
+        if not worker.queue:  # it starts now (the worker is idle)
+            worker.deadline = time.monotonic() + self.timeout_s
+        worker.queue.append(index)
 
     def _collect(self, slot: int, results: list[float], pending: deque[int]) -> None:
         """Reads what the worker in ``slot`` sent; handles its death."""
@@ -426,30 +445,34 @@ class VerifierPool:
                 if message == _READY:
                     worker.ready = True
                     self._start_failures = 0
-                elif message[0] == worker.item:
-                    results[worker.item] = message[1]
-                    worker.item, worker.deadline = None, math.inf
-                    return
+                elif worker.queue and message[0] == worker.queue[0]:
+                    results[worker.queue.popleft()] = message[1]
+                    # The next queued item starts as this answer arrives.
+                    now = time.monotonic()
+                    worker.deadline = now + self.timeout_s if worker.queue else math.inf
         except (EOFError, OSError):
             pass  # the pipe closed: the worker is dead (its sentinel may lag behind)
         else:
             if worker.process.is_alive():
-                return  # woke early (start-up message only); the item is still running
-        # Died: an item it had started gets 0.0 (it may be what killed the worker); a worker
-        # that died before its start-up message never ran its item, which is retried.
-        self.stats.deaths += 1
-        if worker.ready:
-            self._after_death(slot, ran_item=True)
-        else:
-            pending.appendleft(worker.item)
-            self._after_death(slot, ran_item=False)
+                return
+        # Died: the item it was running gets 0.0 (it may be what killed the worker), unless the
+        # worker died before its start-up message and so never ran anything.
+        if worker.queue:
+            self.stats.deaths += 1
+        self._after_death(slot, pending, ran_first=worker.ready)
 
-    def _after_death(self, slot: int, ran_item: bool) -> None:
-        """Replaces a dead worker; raises if fresh workers keep dying before starting."""
-        started = self._workers[slot].ready
-        self._workers[slot].item = None
+    def _after_death(self, slot: int, pending: deque[int], ran_first: bool) -> None:
+        """Replaces a dead worker; its unstarted items go back to ``pending``.
+
+        Raises if fresh workers keep dying before they start.
+        """
+        worker = self._workers[slot]
+        if ran_first and worker.queue:
+            worker.queue.popleft()  # keeps its 0.0
+        pending.extendleft(reversed(worker.queue))
+        worker.queue.clear()
         self._replace(slot)
-        if ran_item or started:
+        if worker.ready:
             return
         self._start_failures += 1
         if self._start_failures > _MAX_START_FAILURES:
