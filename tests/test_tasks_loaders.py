@@ -379,6 +379,15 @@ def test_jsonl_not_utf8(tmp_path):
         load_records(path, CountdownTask())
 
 
+def test_a_byte_order_mark_opens_a_file(tmp_path):
+    text = "\n".join(json.dumps(r) for r in ROWS[:2])
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(ROWS[:2]).encode())
+    for name in ("bom.jsonl", "bom.json"):
+        got = load_records(tmp_path / name, CountdownTask())
+        assert [r["nums"] for r in got] == [r["nums"] for r in ROWS[:2]]
+
+
 def test_rows_outside_the_slice_are_not_parsed(tmp_path):
     path = tmp_path / "tail.jsonl"
     path.write_text(

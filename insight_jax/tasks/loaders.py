@@ -176,7 +176,8 @@ def file_sha256(path: PathLike) -> str:
 
 def _json_line(raw: bytes, path: str, line: int, row: int) -> Any:
     try:
-        return json.loads(raw.decode("utf-8"))
+        # A byte-order mark may open the file (editors on Windows write one); it is no row data.
+        return json.loads(raw.decode("utf-8-sig" if line == 1 else "utf-8"))
     except UnicodeDecodeError as e:
         message = f"{path}:{line} (row {row}): not UTF-8 ({e.reason} at byte {e.start})"
     except json.JSONDecodeError as e:
