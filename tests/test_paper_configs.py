@@ -162,3 +162,56 @@ def test_train_then_evaluate_end_to_end(smoke_dir, tmp_path, devices):
     assert "## cd" in out.stdout
     saved = json.loads((tmp_path / "hf_eval/eval_results.json").read_text())
     assert saved["sets"]["cd"]["num_problems"] == 8 and saved["task"] == "countdown"
+
+
+def test_data_keys_are_validated_before_any_work(smoke_dir, tmp_path, devices):
+    base = qwen3_0_6b_deepscaler.get_config(f"smoke,smoke_dir={smoke_dir}")
+    data = Path(base.task.train_path).parents[2]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    math500 = str(data / "math500/test.jsonl")
+    cases = [
+        (dict(num_train=5), "task.num_train"),
+        (dict(num_test=5), "task.num_test"),
+        (dict(eval_paths={}), "task.eval_paths"),
+        (dict(eval_paths={"bad name": math500}), "task.eval_paths"),
+        (dict(eval_paths={"m": {"path": math500, "colour": 1}}), "task.eval_paths"),
+        (dict(eval_paths={"m": math500 + "[5:2]"}), "task.eval_paths"),
+        (dict(eval_paths={"m": {"path": math500, "task": "nope"}}), "task.eval_paths.m"),
+        (dict(eval_paths={"m": str(tmp_path / "missing.jsonl")}), "task.eval_paths.m"),
+        (dict(eval_paths={"m": str(empty)}), "task.eval_paths.m"),
+        (dict(train_path=str(tmp_path / "missing.json")), "task.train_path"),
+        (dict(train_path=str(data / "math500/test.jsonl[8:]")), "task.train_path"),
+        (dict(format="csv"), "task.format"),
+        (dict(train_path="", num_train=8, num_test=8), "task.eval_paths"),  # files need a pool
+        (dict(train_path="", eval_paths={}, num_train=8, num_test=8), "task.train_path"),
+    ]
+    for changes, key in cases:
+        c = qwen3_0_6b_deepscaler.get_config(f"smoke,smoke_dir={smoke_dir}")
+        with c.unlocked():
+            for k, v in changes.items():
+                c.task[k] = v
+        with pytest.raises(ConfigError) as e:
+            validate_config(c)
+        assert e.value.key == key, (changes, e.value)
+
+
+def test_a_changed_data_file_is_refused_on_resume(smoke_dir, tmp_path, devices):
+    import shutil
+
+    from insight_jax.rl import train
+
+    c = qwen3_0_6b_countdown.get_config(f"smoke,smoke_dir={smoke_dir}")
+    data = tmp_path / "data"
+    shutil.copytree(Path(c.task.train_path.split("[")[0]).parent, data)
+    parquet = data / "train-00000-of-00001.parquet"
+    c.task.train_path = f"{parquet}[:32]"
+    c.task.eval_paths = {"countdown": f"{parquet}[32:40]"}
+    c.rl.steps = 1
+    train.train_and_evaluate(c, tmp_path / "run", log=lambda m: None)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet)
+    pq.write_table(table.slice(0, 47), parquet)  # one row fewer: other bytes, same selection
+    with pytest.raises(RuntimeError, match="changed since it started"):
+        train.train_and_evaluate(c, tmp_path / "run", log=lambda m: None)

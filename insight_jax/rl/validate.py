@@ -223,9 +223,9 @@ def _data(config, task) -> int:
             )
         try:
             task.generate(1, 0, "train")
-        except NotImplementedError:
+        except (NotImplementedError, ValueError) as e:
             raise ConfigError(
-                "task.train_path", "", f"task {task.name!r} reads its records from files"
+                "task.train_path", "", f"task {task.name!r} generates no records ({e}): set a file"
             ) from None
         if num_train < 1 or num_test < 1:
             key, value = ("task.num_train", num_train) if num_train < 1 else ("task.num_test", 0)
