@@ -22,7 +22,7 @@ surds and polynomials; completions have ~300-900 characters of reasoning text an
 \\boxed{} answer (70%) or a plain "The answer is ..." (30%), right or wrong (50%), in varied but
 equivalent forms. Usage:
 
-  python benchmarks/verify_speed.py            # 2048 items, 3 repeats
+  python benchmarks/verify_speed.py            # 2048 items, 5 repeats
   python benchmarks/verify_speed.py --quick    # 256 items, 1 repeat
 
 Writes benchmarks/results/verify_speed.json and prints a table.
@@ -52,7 +52,7 @@ def _parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=2048)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--timeout-s", type=float, default=1.0, help="pool timeout for the cost rows")
     p.add_argument("--quick", action="store_true", help="256 items, 1 repeat")
     p.add_argument("--out", default=str(RESULTS / "verify_speed.json"))
@@ -159,15 +159,16 @@ def main():
         math_rewards([r"\boxed{1}"], ["1"], pool)  # the workers' first-call compilation
         for repeat in range(args.repeats):
             completions, golds, truth = make_items(args.items, seed=1000 + repeat)
-            t0 = time.perf_counter()
-            base = serial(completions, golds)
-            serial_rates.append(len(completions) / (time.perf_counter() - t0))
-            # Different seeds' golds would be new to the pool; these are new to it too (its
-            # parent-side gold memory has only "1"), and new to its workers' caches.
-            t0, sent0 = time.perf_counter(), pool.stats.items
-            pooled = math_rewards(completions, golds, pool)
-            pool_rates.append(len(completions) / (time.perf_counter() - t0))
-            sent.append((pool.stats.items - sent0) / len(completions))
+            # Alternate which runs first: the machine's load from other work drifts.
+            for which in ("serial", "pool") if repeat % 2 == 0 else ("pool", "serial"):
+                t0, sent0 = time.perf_counter(), pool.stats.items
+                if which == "serial":
+                    base = serial(completions, golds)
+                    serial_rates.append(len(completions) / (time.perf_counter() - t0))
+                else:
+                    pooled = math_rewards(completions, golds, pool)
+                    pool_rates.append(len(completions) / (time.perf_counter() - t0))
+                    sent.append((pool.stats.items - sent0) / len(completions))
             agree.append(sum(a == b for a, b in zip(base, pooled, strict=True)) / len(base))
             correct.append(sum(a == b for a, b in zip(truth, pooled, strict=True)) / len(base))
             print(
