@@ -12,8 +12,6 @@ import logging as py_logging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from insight_jax.rl import train
-
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
@@ -32,10 +30,19 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _route_logs(FLAGS.verbose_logs)
+    # Imported here, not at the top: multiprocessing runs this module again in every verifier
+    # worker it starts (insight_jax/tasks/verifier_pool.py), which must not import the trainer.
+    from insight_jax.rl import train
+
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, log_file="train.log")
     print("\n== summary ==")
     for key, value in summary.items():
-        print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
+        if key == "eval":  # {set: {avg@n, pass@k.., reward}}, the final evaluation
+            for name, metrics in value.items():
+                cells = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                print(f"{'eval ' + name:>28}: {cells}")
+        else:
+            print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
 
 
 if __name__ == "__main__":

@@ -215,3 +215,13 @@ def test_a_changed_data_file_is_refused_on_resume(smoke_dir, tmp_path, devices):
     pq.write_table(table.slice(0, 47), parquet)  # one row fewer: other bytes, same selection
     with pytest.raises(RuntimeError, match="changed since it started"):
         train.train_and_evaluate(c, tmp_path / "run", log=lambda m: None)
+
+
+def test_a_prompt_longer_than_max_prompt_len_is_refused_at_build(smoke_dir, tmp_path, devices):
+    from insight_jax.rl import setup
+
+    c = qwen3_0_6b_countdown.get_config(f"smoke,smoke_dir={smoke_dir}")
+    c.task.max_prompt_len = 40  # TinyZero's prompt is longer, in any tokenizer
+    with pytest.raises(ConfigError, match=r"record \d+ of train has a prompt of") as e:
+        setup.build(c, tmp_path)
+    assert e.value.key == "task.max_prompt_len"

@@ -182,3 +182,34 @@ def test_close_stops_every_worker_and_is_idempotent():
     assert all(_wait_gone(pid) for pid in pids)
     with pytest.raises(RuntimeError, match="closed"):
         p.map("probe_sleep", [(0.0,)])
+
+
+def test_a_slow_starting_worker_does_not_time_out_its_first_item(tmp_path):
+    """multiprocessing re-runs the parent's main module in each new worker (for
+    `python -m insight_jax.main`: the trainer's imports); that start-up must not count against
+    the first item's timeout."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "slow_main.py").write_text(
+        textwrap.dedent(
+            """
+            import time
+            time.sleep(1.5)  # a heavy main module, run again by every new worker
+            from insight_jax.tasks.verifier_pool import VerifierPool
+            if __name__ == "__main__":
+                with VerifierPool(num_workers=1, timeout_s=1.0) as pool:
+                    print(pool.map("probe_sleep", [(0.0,)] * 3))
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "slow_main"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[1.0, 1.0, 1.0]"

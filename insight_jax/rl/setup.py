@@ -124,6 +124,36 @@ def _optimizers(c: ml_collections.ConfigDict):
     )
 
 
+# Pools up to this size are tokenized whole at start-up to find their longest prompt (about a
+# minute for 2e5 chat-templated prompts on one core); larger ones need task.max_prompt_len.
+MAX_SCANNED_POOL = 200_000
+
+
+def _prompt_len(c, policy: Policy, task: Task, pool, eval_sets) -> int:
+    """task.max_prompt_len, or the longest prompt (BOS included) of the pool and the held-out
+    sets; a prompt longer than a fixed max_prompt_len is a config error before any step (the
+    pool is checked up to MAX_SCANNED_POOL records)."""
+    fixed = c.task.max_prompt_len
+    groups = [(s.name, s.task, s.records) for s in eval_sets]
+    if len(pool) <= MAX_SCANNED_POOL:
+        groups.insert(0, ("train", task, pool))
+    elif not fixed:
+        raise ConfigError(
+            "task.max_prompt_len",
+            0,
+            f"must be set for a pool of {len(pool)} > "
+            f"{MAX_SCANNED_POOL} prompts (too many to scan for the longest at start-up)",
+        )
+    longest, where = 0, ""
+    for name, t, records in groups:
+        lengths = encode_batch(policy.tokenizer, [policy.prompt(t, r) for r in records])[1]
+        if int(lengths.max()) > longest:
+            longest, where = int(lengths.max()), f"record {int(lengths.argmax())} of {name}"
+    if fixed and longest > fixed:
+        raise ConfigError("task.max_prompt_len", fixed, f"{where} has a prompt of {longest} tokens")
+    return fixed or longest
+
+
 def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     """Builds every component of the run `config` describes (the config is validated already)."""
     c = config
@@ -133,12 +163,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     task = get_task(c.task.name, **to_dict(c.task.kwargs))
     pool, num_train, eval_sets = load_data(c, task, workdir / "data")
     num_items = c.task.rl_pool_size or num_train
-    # The longest prompt of the pool and the held-out sets in tokens (BOS included), unless
-    # the config fixes it.
-    prompt_len = c.task.max_prompt_len or max(
-        int(encode_batch(tokenizer, [policy.prompt(t, r) for r in records])[1].max())
-        for t, records in [(task, pool), *((s.task, s.records) for s in eval_sets)]
-    )
+    prompt_len = _prompt_len(c, policy, task, pool, eval_sets)
     if prompt_len + c.rl.max_new_tokens > policy.model_config.max_seq_len:
         raise ConfigError(
             "rl.max_new_tokens",

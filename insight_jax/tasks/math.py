@@ -79,6 +79,8 @@ TAIL_CHARS = 1500
 MAX_GOLD_CHARS = 1000
 # Parsed golds each worker keeps; golds the parent remembers as unparseable.
 GOLD_CACHE_SIZE = 4096
+GOLD_UNPARSEABLE = 0.5  # a gold check's answer for a gold math-verify finds nothing in
+GOLD_CHECKS = 2  # checks of a gold that times out or kills its worker before it is given up
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 # A backslash pair (skipped: \{ \} \\ are not grouping braces) or a grouping brace.
@@ -171,8 +173,9 @@ def _parsed_gold(gold: str) -> list[Any]:
 
 
 def gold_check_in_worker(gold: str) -> float:
-    """1.0 if math-verify extracts anything from ``gold`` (it can be matched), else 0.0."""
-    return 1.0 if _parsed_gold(gold) else 0.0
+    """1.0 if math-verify extracts anything from ``gold`` (it can be matched), else
+    GOLD_UNPARSEABLE (0.0 is the pool's value for an item that timed out or killed its worker)."""
+    return 1.0 if _parsed_gold(gold) else GOLD_UNPARSEABLE
 
 
 def reward_in_worker(gold: str, kind: str, candidate: str) -> float:
@@ -234,11 +237,22 @@ def _remember(cache: OrderedDict[str, None], gold: str) -> None:
 
 
 def _check_golds(pool: VerifierPool, golds: Sequence[str]) -> set[str]:
-    """The usable golds among ``golds``: each new one is checked once by the pool."""
+    """The usable golds among ``golds``: each new one is checked by the pool. A gold whose
+    check times out or dies is checked once more (a worker can die of something else, e.g.
+    the OOM killer) and only then remembered as unusable."""
     new = sorted({g for g in golds if g not in _good_golds and g not in _bad_golds})
-    if new:
+    for attempt in range(GOLD_CHECKS):
+        if not new:
+            break
+        failed = []
         for gold, ok in zip(new, pool.map("math_gold", [(g,) for g in new]), strict=True):
-            _remember(_good_golds if ok == 1.0 else _bad_golds, gold)
+            if ok == 1.0:
+                _remember(_good_golds, gold)
+            elif ok == GOLD_UNPARSEABLE or attempt == GOLD_CHECKS - 1:
+                _remember(_bad_golds, gold)
+            else:
+                failed.append(gold)
+        new = failed
     return {g for g in golds if g in _good_golds}
 
 

@@ -94,6 +94,10 @@ _MAX_START_FAILURES = 8
 _QUEUE_DEPTH = 2
 # The first message of every worker, sent once it is set up and before it reads any item.
 _READY = "ready"
+# A new worker's own start-up (fork, and re-running the parent's main module as multiprocessing
+# does) is not charged to the item it was sent: that item's timeout starts with the worker's
+# ready message, and a worker not ready within STARTUP_S is treated as timed out.
+STARTUP_S = 60.0
 
 _SCALARS = (str, int, float, type(None))
 
@@ -432,8 +436,9 @@ class VerifierPool:
             pending.appendleft(index)
             self._after_death(slot, pending, ran_first=False)
             return
-        if not worker.queue:  # it starts now (the worker is idle)
-            worker.deadline = time.monotonic() + self.timeout_s
+        if not worker.queue:  # it starts now if the worker is up, else once it is
+            budget = self.timeout_s if worker.ready else self.timeout_s + STARTUP_S
+            worker.deadline = time.monotonic() + budget
         worker.queue.append(index)
 
     def _collect(self, slot: int, results: list[float], pending: deque[int]) -> None:
@@ -445,6 +450,8 @@ class VerifierPool:
                 if message == _READY:
                     worker.ready = True
                     self._start_failures = 0
+                    if worker.queue:  # its first item starts now, not when it was sent
+                        worker.deadline = time.monotonic() + self.timeout_s
                 elif worker.queue and message[0] == worker.queue[0]:
                     results[worker.queue.popleft()] = message[1]
                     # The next queued item starts as this answer arrives.
