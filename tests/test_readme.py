@@ -116,3 +116,24 @@ def test_the_hugging_face_commands(tmp_path):
         assert out.returncode == 0, (command, out.stderr[-3000:])
     exported = set(os.listdir(tmp_path / "tiny_hf_export"))
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= exported
+
+
+def test_the_paper_smoke_commands(tmp_path):
+    """The two commands of "Reproducing the paper", as written, with workdirs/ pointed at a
+    temporary folder: a smoke run of a paper config, then the standalone evaluation of it."""
+    section = README.split("## Reproducing the paper", 1)[1].split("\n## ", 1)[0]
+    commands = [
+        line.strip() for line in section.splitlines() if line.startswith("    .venv/bin/python")
+    ]
+    assert len(commands) == 2
+    for command in commands:
+        args = command.replace("workdirs/", f"{tmp_path}/").split()
+        args[0] = sys.executable
+        out = subprocess.run(
+            args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+        )
+        assert out.returncode == 0, (command, out.stderr[-3000:])
+    assert "## math500" in out.stdout and "## aime24" in out.stdout
+    saved = tmp_path / "smoke_deepscaler" / "evaluations" / "step_3" / "eval_results.json"
+    assert saved.is_file()
+    assert "## math500" in (tmp_path / "smoke_deepscaler" / "eval_tables.md").read_text()
