@@ -42,7 +42,6 @@ from fractions import Fraction
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 K = 8
 WORDS = "we compute the sum then factor and simplify so that each term cancels giving".split()

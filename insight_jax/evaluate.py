@@ -2,14 +2,17 @@
 
   python -m insight_jax.evaluate --checkpoint=PATH --eval_paths=NAME=SPEC[,NAME=SPEC...] \\
       [--task=math] [--num_samples=16] [--temperature=0.6] [--top_p=0.95] \\
-      [--max_new_tokens=N] [--batch_size=B] [--out=DIR] [--step=S] [--seed=0]
+      [--task_kwargs=JSON] [--max_new_tokens=N] [--batch_size=B] [--out=DIR] [--step=S] \\
+      [--seed=0] [--dtype=bfloat16]
 
 PATH is a run's workdir (its newest intact checkpoint, or --step; tokenizer, prompts, mesh and
 response length from the run's config) or a Hugging Face model folder (its weights, tokenizer
 and chat template). A SPEC is a file in a public format with an optional row slice,
 `countdown.parquet[2000:2512]`; its records are read as --task (default: the run's task, or
-"math" for a Hugging Face folder). The defaults are the paper's evaluation: 16 samples at
-T = 0.6, top-p 0.95.
+"math" for a Hugging Face folder) with --task_kwargs (default: the run's for its own task, else
+none: Countdown on a real model wants '{"prompt_style": "base"}'). The defaults are the paper's
+evaluation: 16 samples at T = 0.6, top-p 0.95. A Hugging Face folder is evaluated in float32
+(--dtype=bfloat16 for large models) on a mesh of every device on one data axis.
 
 Prints a table per set and writes DIR/eval_results.json and DIR/eval_tables.md (DIR defaults to
 WORKDIR/evaluations/step_S for a workdir; required for a Hugging Face folder).
@@ -43,6 +46,15 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "A run's workdir or a Hugging Face model folder.")
 flags.DEFINE_string("eval_paths", None, "NAME=PATH[slice],... held-out files.")
 flags.DEFINE_string("task", None, "Task of the eval records (default: the run's, or math).")
+flags.DEFINE_string(
+    "task_kwargs",
+    None,
+    'Task arguments as JSON, e.g. \'{"prompt_style": "base"}\' (default: '
+    "the run's, for its task; else none).",
+)
+flags.DEFINE_enum(
+    "dtype", None, ["float32", "bfloat16", "float16"], "Compute dtype of a Hugging Face folder."
+)
 flags.DEFINE_integer("num_samples", 16, "Samples per problem (n of avg@n).")
 flags.DEFINE_float("temperature", 0.6, "Sampling temperature (0: greedy).")
 flags.DEFINE_float("top_p", 0.95, "Nucleus sampling threshold.")
@@ -60,13 +72,23 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     # Imported here, not at the top: multiprocessing runs this module again in every verifier
     # worker it starts (insight_jax/tasks/verifier_pool.py), which must not import jax.
+    checkpoint = Path(FLAGS.checkpoint)
+    is_workdir = (checkpoint / "checkpoints").is_dir()
+    if FLAGS.out is None and not is_workdir:  # before any work, not after hours of sampling
+        raise app.UsageError("--out is required for a Hugging Face folder")
+    task_kwargs = json.loads(FLAGS.task_kwargs) if FLAGS.task_kwargs else None
+    if task_kwargs is not None and not isinstance(task_kwargs, dict):
+        raise app.UsageError("--task_kwargs must be a JSON object")
+    sets = parse_eval_paths(FLAGS.eval_paths)
     from insight_jax.rl.eval_checkpoint import evaluate_checkpoint
     from insight_jax.rl.evaluate import eval_tables
 
     results, info = evaluate_checkpoint(
-        FLAGS.checkpoint,
-        parse_eval_paths(FLAGS.eval_paths),
+        checkpoint,
+        sets,
         task=FLAGS.task,
+        task_kwargs=task_kwargs,
+        dtype=FLAGS.dtype,
         num_samples=FLAGS.num_samples,
         temperature=FLAGS.temperature,
         top_p=FLAGS.top_p,
@@ -80,11 +102,7 @@ def main(argv):
     rows = [{"step": info["step"] or 0, **_flat(results)}]
     tables = eval_tables(rows, list(results), n)
     print(tables)
-    out = FLAGS.out
-    if out is None:
-        if info["step"] is None:
-            raise app.UsageError("--out is required for a Hugging Face folder")
-        out = Path(info["checkpoint"]) / "evaluations" / f"step_{info['step']}"
+    out = FLAGS.out or Path(info["checkpoint"]) / "evaluations" / f"step_{info['step']}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "eval_results.json", json.dumps({**info, "sets": results}, indent=1))

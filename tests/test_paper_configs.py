@@ -12,14 +12,14 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from configs import (  # noqa: E402
+from configs import (
     qwen3_0_6b_countdown,
     qwen3_0_6b_deepscaler,
     qwen3_0_6b_webinstruct,
     qwen3_4b_deepscaler,
     r1_distill_qwen_7b_deepscaler,
 )
-from insight_jax.rl.validate import ConfigError, validate_config  # noqa: E402
+from insight_jax.rl.validate import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MATH = (qwen3_0_6b_deepscaler, qwen3_4b_deepscaler, r1_distill_qwen_7b_deepscaler)
@@ -79,7 +79,7 @@ def test_paper_settings(module):
 
 def test_full_config_without_files_is_a_config_error(tmp_path):
     c = qwen3_0_6b_deepscaler.get_config(f"data_dir={tmp_path}")
-    with pytest.raises(ConfigError, match="model.path|task.train_path"):
+    with pytest.raises(ConfigError, match=r"model\.path|task\.train_path"):
         validate_config(c)
 
 
@@ -148,6 +148,7 @@ def test_train_then_evaluate_end_to_end(smoke_dir, tmp_path, devices):
             *evaluate,
             f"--checkpoint={c.model.path}",
             "--task=countdown",
+            '--task_kwargs={"prompt_style": "base"}',
             "--max_new_tokens=8",
             f"--eval_paths=cd={cd}",
             f"--out={tmp_path / 'hf_eval'}",
@@ -161,6 +162,17 @@ def test_train_then_evaluate_end_to_end(smoke_dir, tmp_path, devices):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "## cd" in out.stdout
     saved = json.loads((tmp_path / "hf_eval/eval_results.json").read_text())
+    assert saved["task_kwargs"] == {"prompt_style": "base"}
+    # Without --out, a Hugging Face folder is refused before anything is loaded or sampled.
+    out = subprocess.run(
+        [*evaluate, f"--checkpoint={c.model.path}", f"--eval_paths=cd={cd}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert out.returncode != 0 and "--out is required" in out.stderr
     assert saved["sets"]["cd"]["num_problems"] == 8 and saved["task"] == "countdown"
 
 
@@ -183,6 +195,7 @@ def test_data_keys_are_validated_before_any_work(smoke_dir, tmp_path, devices):
         (dict(train_path=str(tmp_path / "missing.json")), "task.train_path"),
         (dict(train_path=str(data / "math500/test.jsonl[8:]")), "task.train_path"),
         (dict(format="csv"), "task.format"),
+        (dict(eval_paths={"m": f"{base.task.train_path}[40:]"}), "task.eval_paths.m"),  # overlap
         (dict(train_path="", num_train=8, num_test=8), "task.eval_paths"),  # files need a pool
         (dict(train_path="", eval_paths={}, num_train=8, num_test=8), "task.train_path"),
     ]

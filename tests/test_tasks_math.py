@@ -11,12 +11,11 @@ import pytest
 from math_verify import parse, verify
 
 from insight_jax.tasks import get_task
-from insight_jax.tasks.base import RecordError
+from insight_jax.tasks.base import MAX_BOX_DEPTH as MAX_DEPTH
+from insight_jax.tasks.base import MAX_BOX_TRIES, RecordError
 from insight_jax.tasks.math import (
     DEFAULT_INSTRUCTION,
-    MAX_BOX_TRIES,
     MAX_BOXED_CHARS,
-    MAX_DEPTH,
     MAX_GOLD_CHARS,
     TAIL_CHARS,
     MathTask,
@@ -378,7 +377,7 @@ def test_prompt_and_instruction(task):
     assert DEFAULT_INSTRUCTION == expected[len("What is $1+1$?") :]
     assert MathTask(instruction=" Answer:").prompt(record) == "What is $1+1$? Answer:"
     assert task.chat_prompt(record).user == expected
-    with pytest.raises(ValueError, match="generator"):
+    with pytest.raises(NotImplementedError, match="generator"):
         task.generate(10, seed=0)
 
 
@@ -436,3 +435,47 @@ def test_reference_completion_scores_one_and_verify_batch_equals_verify(task):
 def test_bad_task_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MathTask(**kwargs)
+
+
+# (completion, gold, reward of MathTask (box required), reward of math_reward (plain allowed)),
+# labelled by hand: what a thinking model writes, cut off or finished.
+THINKING = [
+    ("We need 2+2. Hmm, 2+2 = 4? Let me double check that", "4", 0.0, 1.0),  # cut off
+    (r"<think>the possible values are 1, 2, 3, 4, 5", "5", 0.0, 0.0),  # never stopped thinking
+    (r"<think>maybe \boxed{5}", "5", 0.0, 0.0),  # a box inside an unclosed think
+    (r"<think>first guess \boxed{3}</think> So the answer is $\boxed{4}$.", "4", 1.0, 1.0),
+    (r"<think>first guess \boxed{3}</think> So the answer is $\boxed{4}$.", "3", 0.0, 0.0),
+    (r"<think>it is 7</think> The answer is 7.", "7", 0.0, 1.0),
+    (r"The answer is \boxed{\dfrac{3}{4}}", "0.75", 1.0, 1.0),
+]
+
+
+def test_thinking_and_truncated_completions(pool, task):
+    completions = [c for c, *_ in THINKING]
+    golds = [g for _, g, *_ in THINKING]
+    records = [{"index": i, "problem": "p", "answer": g} for i, g in enumerate(golds)]
+    assert task.verify_batch(completions, records) == [boxed for *_, boxed, _ in THINKING]
+    assert math_rewards(completions, golds, pool) == [plain for *_, plain in THINKING]
+    plain_task = MathTask(num_workers=WORKERS, timeout_s=TIMEOUT_S, plain_answers=True)
+    assert plain_task.verify_batch(completions, records) == [p for *_, p in THINKING]
+
+
+def test_a_gold_check_that_dies_is_not_given_up(pool):
+    """A gold whose check dies (here: the first check of the batch fails as if its worker had
+    been killed from outside) is checked again, and its completions are scored."""
+
+    class FlakyPool:
+        def __init__(self):
+            self.failed = False
+
+        def map(self, kind, items):
+            if kind == "math_gold" and not self.failed:
+                self.failed = True
+                return [0.0] * len(items)  # the pool's value for a timed-out / killed item
+            return pool.map(kind, items)
+
+    gold = "\\frac{7}{13}"  # not checked before in this process
+    assert math_rewards([f"\\boxed{{{gold}}} ", "\\boxed{7/13}"], [gold] * 2, FlakyPool()) == [
+        1.0,
+        1.0,
+    ]

@@ -216,7 +216,7 @@ _CASES = [
     ("\\boxed{B} no, wait: \\boxed{A}", 0.0),
     ("\\boxed{\\boxed{B}}", 1.0),  # the last opening is the inner box
     ("\\boxed{A \\boxed{B}}", 1.0),
-    ("\\boxed{B} \\boxed{", 0.0),  # an unclosed last box is no answer
+    ("\\boxed{B} \\boxed{", 1.0),  # an unclosed last box: the one before it
     ("\\boxed{B", 0.0),
     ("\\boxed{}", 0.0),
     ("\\boxed{b}", 0.0),  # lower case
@@ -230,7 +230,13 @@ _CASES = [
     ("\\boxed{Β}", 0.0),  # Greek capital beta
     ("\\boxed{B\x00}", 0.0),
     ("\\boxed{\x00B}", 0.0),
-    ("\\boxed{B}" + "The answer is (A).", 1.0),  # a box decides over the phrases
+    ("\\boxed{B}" + "The answer is (A).", 0.0),  # the later of box and phrase decides
+    ("The answer is (A). Finally: \\boxed{B}", 1.0),
+    ("The energy is \\boxed{42 eV}, so the answer is (B).", 1.0),  # a box without a letter
+    ("\\fbox{B}", 1.0),
+    ("<think>\\boxed{A}</think>\nAnswer: B", 1.0),  # only what follows the thinking counts
+    ("<think>\\boxed{B}</think>\nI am not sure.", 0.0),
+    ("<think>so it is \\boxed{B}", 0.0),  # never stopped thinking
     ("The answer is (B).", 1.0),
     ("The answer is B", 1.0),
     ("the answer is: B, since ...", 1.0),
@@ -260,6 +266,7 @@ def test_letter_rule_cases(task, completion, expected):
 _PIECES = [
     "\\boxed{", "{", "}", "\\text{", "(", ")", "A", "B", "C", "D", "E", "b", "x", " ", "  ", ".",
     ":", "*", "$", "\n", "answer is", "Answer:", "ANSWER IS", "the ", "\x00", "Ｂ", "1",
+    "<think>", "</think>", "\\fbox ", "\\{",
 ]  # fmt: skip
 _soup = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
 _short = st.lists(st.sampled_from(_PIECES), max_size=6).map("".join)
@@ -287,36 +294,50 @@ _WRAPPED = re.compile(r"(?:\\text|\\textbf|\\mathrm|\\mathbf)?\{(.*)\}", re.DOTA
 
 
 def _reference_letter(text: str) -> str | None:
-    """The documented rule restated with regexes and unbounded scans (letters A..D)."""
-    boxes = [m.start() for m in re.finditer(re.escape("\\boxed{"), text)]
-    if boxes:
-        start = boxes[-1] + len("\\boxed{")
-        depth, end = 1, None
-        for i in range(start, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
+    """The documented rule restated with regexes (letters A..D): the answer region, every box
+    opening's content found by one balanced-brace scan, and the later of the last lettered box
+    and the last phrase."""
+    if "</think>" in text:
+        text = text[text.rfind("</think>") + len("</think>") :]
+    elif "<think>" in text:
+        return None
+    openings = list(re.finditer(r"\\(?:boxed|fbox)", text))[-8:]
+    box_at, box_letter = -1, None
+    for opening in reversed(openings):
+        m = re.compile(r"[ \t\r\n]{0,8}\{").match(text, opening.end())
+        if m is None:
+            continue
+        start, depth, end = m.end(), 1, None
+        for token in re.finditer(r"\\.|[{}]", text[start:], re.DOTALL):
+            depth += {"{": 1, "}": -1}.get(token.group(), 0)
+            if depth > 20:
+                break
             if depth == 0:
-                end = i
+                end = start + token.start()
                 break
         if end is None or end - start > 128:
-            return None
+            continue
         content = text[start:end].strip()
-        while (m := _WRAPPED.fullmatch(content)) is not None:
-            content = m.group(1).strip()
-        m = re.match(rf"\(({_LETTER})\)(?:$|[.):\s])", content) or re.match(
+        while (w := _WRAPPED.fullmatch(content)) is not None:
+            content = w.group(1).strip()
+        w = re.match(rf"\(({_LETTER})\)(?:$|[.):\s])", content) or re.match(
             rf"({_LETTER})(?:$|[.):])", content
         )
-        return m.group(1) if m else None
+        if w:
+            box_at, box_letter = opening.start(), w.group(1)
+            break
     phrases = ["answer is", "Answer is", "ANSWER IS", "answer:", "Answer:", "ANSWER:"]
     found = [(m.start(), m.end()) for p in phrases for m in re.finditer(re.escape(p), text)]
-    if not found:
-        return None
-    end = max(found)[1]
-    m = re.match(
-        rf"[ \t\r\n*$:]{{0,16}}(?:\\text\{{|\\textbf\{{|\\mathrm\{{|\\mathbf\{{)?"
-        rf"(?:\(({_LETTER})\)|({_LETTER}))(?![^\W_])",
-        text[end:],
-    )
-    return (m.group(1) or m.group(2)) if m else None
+    if found and max(found)[0] > box_at:
+        end = max(found)[1]
+        m = re.match(
+            rf"[ \t\r\n*$:]{{0,16}}(?:\\text\{{|\\textbf\{{|\\mathrm\{{|\\mathbf\{{)?"
+            rf"(?:\(({_LETTER})\)|({_LETTER}))(?![^\W_])",
+            text[end:],
+        )
+        if m:
+            return m.group(1) or m.group(2)
+    return box_letter
 
 
 @settings(
@@ -333,8 +354,11 @@ def test_letter_rule_matches_the_regex_reference(text):
 @given(prefix=st.text(max_size=200), suffix=st.text(max_size=200), k=st.integers(0, 3))
 def test_a_boxed_letter_after_any_text_is_found(prefix, suffix, k):
     letter = "ABCD"[k]
-    # The suffix holds no box (the last box decides); the prefix may hold anything.
-    suffix = suffix.replace("\\boxed{", "")
+    # The suffix holds no box, answer phrase or think tag (the later answer decides; an
+    # unclosed <think> hides it); the prefix may hold anything but an unclosed <think>.
+    for hidden in ("\\boxed", "\\fbox", "<think>", "</think>", "answer", "Answer", "ANSWER"):
+        suffix = suffix.replace(hidden, "")
+    prefix += "</think>" if "<think>" in prefix else ""
     assert choice_letter(f"{prefix}\\boxed{{{letter}}}{suffix}", 4) == letter
 
 

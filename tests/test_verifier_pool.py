@@ -213,3 +213,43 @@ def test_a_slow_starting_worker_does_not_time_out_its_first_item(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[1.0, 1.0, 1.0]"
+
+
+def test_workers_exit_when_the_parent_is_killed_mid_item(tmp_path):
+    """kill -9 of the trainer while a worker is inside a long item: the worker and the
+    forkserver end within seconds, not when the item would have ended (or never, for a hung C
+    call)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    pids = tmp_path / "pids"
+    (tmp_path / "parent.py").write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, threading, time
+            from insight_jax.tasks.verifier_pool import VerifierPool
+            if __name__ == "__main__":
+                pool = VerifierPool(num_workers=1, timeout_s=120.0)
+                worker = pool.pids[0]
+                with open("/proc/%d/stat" % worker) as f:
+                    forkserver = int(f.read().rsplit(")", 1)[1].split()[1])
+                open({str(pids)!r}, "w").write(f"{{worker}} {{forkserver}}")
+                threading.Thread(
+                    target=pool.map, args=("probe_sleep", [(60.0,)]), daemon=True
+                ).start()
+                time.sleep(1.0)
+                os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, str(tmp_path / "parent.py")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert out.returncode == -signal.SIGKILL
+    worker, forkserver = map(int, pids.read_text().split())
+    assert _wait_gone(worker, within_s=10.0)
+    assert _wait_gone(forkserver, within_s=10.0)

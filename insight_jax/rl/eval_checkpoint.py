@@ -31,6 +31,8 @@ def evaluate_checkpoint(
     eval_paths: dict[str, str],
     *,
     task: str | None = None,
+    task_kwargs: dict[str, Any] | None = None,
+    dtype: str | None = None,
     num_samples: int = 16,
     temperature: float = 0.6,
     top_p: float = 0.95,
@@ -41,15 +43,20 @@ def evaluate_checkpoint(
     fmt: str = "auto",
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Evaluates the policy at `checkpoint` (a workdir or a Hugging Face folder) on each set of
-    `eval_paths`; returns ({set: avg@n, pass@k, reward, num_problems}, info about the run)."""
+    `eval_paths` as records of `task` (default: the run's, or "math") built with `task_kwargs`
+    (default: the run's for its own task, else none); `dtype` is the compute dtype of a Hugging
+    Face folder (a workdir keeps its run's numerics). Returns ({set: avg@n, pass@k, reward,
+    num_problems}, info about the run)."""
     path = Path(checkpoint).expanduser().resolve()
     if _is_workdir(path):
         comps, step, state = restore_run(path, step)
         c, policy, mesh, rules = comps.config, comps.policy, comps.mesh, comps.rules
         graphdef, model_state = comps.graphdef, state.model
-        task_name, task_kwargs = task or c.task.name, {}
-        if task_name == c.task.name:
-            task_kwargs = c.task.kwargs.to_dict()
+        if dtype is not None:
+            raise ValueError("--dtype applies to a Hugging Face folder; a run keeps its numerics")
+        task_name = task or c.task.name
+        if task_kwargs is None:
+            task_kwargs = c.task.kwargs.to_dict() if task_name == c.task.name else {}
         max_new_tokens = max_new_tokens or c.rl.max_new_tokens
     elif (path / "config.json").is_file():
         if step is not None:
@@ -58,12 +65,13 @@ def evaluate_checkpoint(
             raise ValueError("--max_new_tokens is required for a Hugging Face folder")
         c = get_base_config()
         c.model.path = str(path)
+        c.model.dtype = dtype or c.model.dtype
         policy = policy_from_config(c)
         mesh = shd.make_mesh(tuple(c.mesh.shape), tuple(c.mesh.axes))
         rules = as_rules(c.mesh.rules)
         graphdef, _, _ = shd.abstract_sharded_state(Transformer, policy.model_config, mesh, rules)
         model_state = initial_model_state(policy, mesh, rules)
-        task_name, task_kwargs = task or "math", {}
+        task_name, task_kwargs = task or "math", task_kwargs or {}
     else:
         raise FileNotFoundError(f"{path} is neither a run's workdir nor a Hugging Face folder")
     eval_task = get_task(task_name, **task_kwargs)
@@ -92,6 +100,7 @@ def evaluate_checkpoint(
         threshold=c.selection.success_threshold,
     )
     info = {
+        "task_kwargs": task_kwargs,
         "checkpoint": str(path),
         "step": step,
         "task": task_name,

@@ -204,10 +204,10 @@ def _rows(key: str, spec: str, fmt: str, task_name: str) -> int:
     return n
 
 
-def _data(config, task) -> int:
+def _data(config, task) -> tuple[int, list]:
     """Where the records come from (generated, or files and their held-out sets); returns the
-    pool size N. Files are opened only to count their rows; records are checked when the run
-    builds its pool (setup.build), before any step."""
+    pool size N and the held-out sets' tasks. Files are opened only to count their rows;
+    records are checked when the run builds its pool (setup.build), before any step."""
     fmt = _choice(config, "task.format", FORMATS)
     train_path = _str(config, "task.train_path")
     num_train = _int(config, "task.num_train", 0)
@@ -230,7 +230,7 @@ def _data(config, task) -> int:
         if num_train < 1 or num_test < 1:
             key, value = ("task.num_train", num_train) if num_train < 1 else ("task.num_test", 0)
             raise ConfigError(key, value, "must be >= 1 for a generated task")
-        return num_train
+        return num_train, [task]
     for key, value in (("task.num_train", num_train), ("task.num_test", num_test)):
         if value:
             raise ConfigError(
@@ -242,6 +242,7 @@ def _data(config, task) -> int:
     if not specs:
         raise ConfigError("task.eval_paths", {}, "held-out sets are required with task.train_path")
     n = _rows("task.train_path", train_path, fmt, task.name)
+    eval_tasks = []
     for spec in specs:
         key = f"task.eval_paths.{spec.name}"
         if spec.format not in FORMATS:
@@ -249,11 +250,28 @@ def _data(config, task) -> int:
         if spec.task_name not in list_tasks():
             raise ConfigError(key, spec.task_name, f"registered tasks: {', '.join(list_tasks())}")
         try:
-            spec.make_task()
+            eval_tasks.append(spec.make_task())
         except (TypeError, ValueError) as e:
             raise ConfigError(key, spec.task_kwargs, f"task {spec.task_name!r}: {e}") from None
         _rows(key, spec.path, spec.format, spec.task_name)
-    return n
+        if _overlap(train_path, spec.path):
+            raise ConfigError(
+                key,
+                spec.path,
+                f"shares rows with task.train_path={train_path!r}: held-out rows "
+                "must not be trained on",
+            )
+    return n, eval_tasks
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether two path specs select common rows of one file."""
+    (path_a, start_a, stop_a), (path_b, start_b, stop_b) = parse_path_spec(a), parse_path_spec(b)
+    if not Path(path_a).resolve() == Path(path_b).resolve():
+        return False
+    end_a = math.inf if stop_a is None else stop_a
+    end_b = math.inf if stop_b is None else stop_b
+    return max(start_a, start_b) < min(end_a, end_b)
 
 
 def _model(config) -> None:
@@ -361,7 +379,7 @@ def validate_config(config: Any) -> None:
 
     # task
     task = _task(config)
-    num_train = _data(config, task)
+    num_train, eval_tasks = _data(config, task)
     _int(config, "task.max_prompt_len", 0)
     rl_pool_size = _int(config, "task.rl_pool_size", 0, num_train)
     pool = rl_pool_size or num_train
@@ -464,10 +482,11 @@ def validate_config(config: Any) -> None:
     # The threshold defines train accuracy and held-out pass@1 under both rules (and the
     # success count under "threshold"), so it must be reachable whatever the rule.
     del rule
-    if not 0.0 < threshold <= task.max_reward:
-        raise ConfigError(
-            "selection.success_threshold",
-            threshold,
-            f"must be in (0, {task.max_reward}] (the largest reward of task "
-            f"{task.name!r}): a higher one counts no rollout as a success, <= 0 counts all",
-        )
+    for t in (task, *eval_tasks):  # it also decides the held-out sets' avg@n
+        if not 0.0 < threshold <= t.max_reward:
+            raise ConfigError(
+                "selection.success_threshold",
+                threshold,
+                f"must be in (0, {t.max_reward}] (the largest reward of task "
+                f"{t.name!r}): a higher one counts no rollout as a success, <= 0 counts all",
+            )

@@ -1,19 +1,24 @@
 """Task interface, shared answer extraction, record validation and the task registry.
 
-A task turns a seed into a pool of records, shows a record to the policy as a prompt and scores a
+A task makes or reads a pool of records, shows a record to the policy as a prompt and scores a
 completion with a verifiable reward::
 
     task = get_task("countdown")
-    records = task.generate(num_items=1024, seed=0, split="train")
+    records = task.generate(num_items=1024, seed=0, split="train")  # or from a file:
+    records = load_records("countdown.parquet[:2000]", task)        # tasks/loaders.py
     prompt = task.prompt(records[i])                 # e.g. "3 5 2=16:"
     target = task.reference_completion(records[i])   # e.g. "<answer>(3+5)*2</answer>"
     reward = task.verify(completion, records[i])     # float, never raises
 
 Records are plain JSON-serialisable dicts. Every record has an int ``"index"``: its stable global
 index in the pool (0..num_items-1), which is how the trainer and the selector address prompts.
+Tasks of public data (math, multiple choice) only read files; their ``generate`` raises
+``NotImplementedError``.
 
-Answers use the paper's ``<answer>...</answer>`` tag in every task, so one extraction rule (the
-*last complete* tag, see :func:`extract_last_tag`) applies everywhere.
+Final answers, two conventions with one bounded extraction each: the paper's
+``<answer>...</answer>`` tag (Countdown, arithmetic; the *last complete* tag,
+:func:`extract_last_tag`), and ``\\boxed{...}`` (math, multiple choice; :func:`boxed_contents`
+over the :func:`answer_region`, the text after the model's thinking).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 # Longest tag content (the raw text between the tags, whitespace included) that is parsed as an
@@ -99,6 +105,76 @@ def extract_last_tag(
     if end - start > max_content_chars:
         return None
     return completion[start:end].strip()
+
+
+# ---------------------------------------------------------------- final answers in free text
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+BOX_COMMANDS = ("\\boxed", "\\fbox")
+MAX_BOX_DEPTH = 20  # brace nesting inside a box
+MAX_BOX_TRIES = 8  # box openings tried from the end (an unclosed last one falls back)
+# A backslash pair (skipped: \{ \} \\ are not grouping braces) or a grouping brace.
+_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
+_SPACE = " \t\r\n"
+
+
+def answer_region(completion: str) -> str | None:
+    """The part of a completion that holds its final answer.
+
+    The text after the last ``</think>``; ``None`` if a ``<think>`` is opened and never closed
+    (the model stopped, or was cut off, while still thinking: nothing there is its answer);
+    else the whole completion. DeepScaleR's reward reads only what follows ``</think>`` too.
+    """
+    close = completion.rfind(THINK_CLOSE)
+    if close >= 0:
+        return completion[close + len(THINK_CLOSE) :]
+    if THINK_OPEN in completion:
+        return None
+    return completion
+
+
+def _box_content(text: str, command_end: int, max_chars: int) -> str | None:
+    """The content of the box whose command ends at ``command_end``, or ``None`` if unusable:
+    no ``{`` right after the command (a few spaces allowed), braces that do not balance within
+    ``max_chars`` characters of content, or nesting deeper than MAX_BOX_DEPTH."""
+    open_at = command_end
+    while open_at < len(text) and open_at - command_end < 8 and text[open_at] in _SPACE:
+        open_at += 1
+    if open_at >= len(text) or text[open_at] != "{":
+        return None
+    start = open_at + 1
+    depth = 1
+    for token in _BRACE_TOKEN.finditer(text, start, start + max_chars + 1):
+        char = token.group()
+        if char == "{":
+            depth += 1
+            if depth > MAX_BOX_DEPTH:
+                return None
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : token.start()]
+    return None
+
+
+def boxed_contents(text: str, max_chars: int) -> Iterator[tuple[int, str]]:
+    """``(position, content)`` of the usable ``\\boxed{...}`` / ``\\fbox{...}`` of ``text``, last
+    first, among its last MAX_BOX_TRIES box openings.
+
+    Braces are counted by a linear scan of at most ``max_chars`` characters per opening;
+    ``\\{``, ``\\}`` and other backslash pairs are skipped, so set braces do not count. So the
+    work is a few ``str.rfind`` plus at most ``MAX_BOX_TRIES * max_chars`` characters stepped,
+    whatever the text's length.
+    """
+    end = len(text)
+    for _ in range(MAX_BOX_TRIES):
+        at, command = max((text.rfind(c, 0, end), c) for c in BOX_COMMANDS)
+        if at < 0:
+            return
+        content = _box_content(text, at + len(command), max_chars)
+        if content is not None:
+            yield at, content
+        end = at
 
 
 def wrap_answer(content: str, tag: str = "answer") -> str:

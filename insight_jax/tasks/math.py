@@ -20,24 +20,26 @@ to the gold answer, else 0.0.
 * Gold: parsed as ``\boxed{ANSWER}`` with math-verify's default extraction (LaTeX, then plain
   expressions), so ``\frac{1}{2}``, ``0.5``, ``3\sqrt{2}``, ``(1,2)``, ``\{1,2\}``, ``[1,3)``,
   ``\text{(B)}`` all parse as LaTeX; a gold that gives nothing is parsed again as plain text.
-  A gold that still gives nothing, or whose parse times out or kills its worker, can never be
-  matched: every completion for it gets 0.0, and the parent remembers it (one check per gold).
+  A gold that still gives nothing can never be matched: every completion for it gets 0.0, and
+  the parent remembers it (one check per gold). A gold whose check times out or kills its
+  worker is checked again on the next batch (logged), never given up for a machine's hiccup.
 * Completion: the parent cuts the candidate answer out of the completion (any length) before
-  anything is sent to a worker (:func:`extract_candidate`):
+  anything is sent to a worker (:func:`extract_candidate`). Only the answer region counts
+  (:func:`~insight_jax.tasks.base.answer_region`): the text after the last ``</think>``, and
+  nothing if a ``<think>`` is never closed (cut off while thinking). In it:
 
-  1. the content of the **last** ``\boxed{...}`` or ``\fbox{...}`` (the last opening command
-     whose braces balance; nested boxes: the innermost last one), parsed by the worker as
-     ``\boxed{CONTENT}``. Braces are counted by a linear scan of the content; ``\{``, ``\}`` and
-     other backslash pairs are skipped, so set braces do not count. An opening is usable only if
-     its braces balance within :data:`MAX_BOXED_CHARS` characters at depth <= :data:`MAX_DEPTH`;
-     the last :data:`MAX_BOX_TRIES` openings are tried from the end (so an unclosed final
-     ``\boxed{`` falls back to the box before it);
-  2. failing that, the last :data:`TAIL_CHARS` characters, for math-verify's own plain-answer
-     extraction (``"The answer is 5."``, ``$x=3$``, a final expression).
+  1. the content of the **last** usable ``\boxed{...}`` or ``\fbox{...}``
+     (:func:`~insight_jax.tasks.base.boxed_contents`: braces balanced within
+     :data:`MAX_BOXED_CHARS` characters, backslash pairs such as ``\{`` skipped, the last 8
+     openings tried from the end, so an unclosed final ``\boxed{`` falls back to the box before
+     it), parsed by the worker as ``\boxed{CONTENT}``;
+  2. failing that, with ``plain_answers`` (on for :func:`math_reward`, off for
+     :class:`MathTask` unless asked), the last :data:`TAIL_CHARS` characters, for math-verify's
+     own plain-answer extraction (``"The answer is 5."``, ``$x=3$``, a final expression).
 
-  So the parent's work is a few ``str.rfind`` (C speed) plus at most ``MAX_BOX_TRIES *
-  MAX_BOXED_CHARS`` characters stepped in Python, and a worker never sees more than
-  ``MAX_GOLD_CHARS + TAIL_CHARS`` characters.
+  So the parent's work is a few ``str.rfind`` (C speed) plus a bounded number of characters
+  stepped in Python, and a worker never sees more than ``MAX_GOLD_CHARS + TAIL_CHARS``
+  characters.
 * Comparison: math-verify's ``verify(gold, answer)`` (gold first: the function is not symmetric),
   with its defaults (6-digit float rounding, strict variables); its signal-based timeouts run on
   the worker's main thread as a first line, the pool's per-item timeout is the guarantee.
@@ -59,82 +61,51 @@ import functools
 import logging
 import math
 import numbers
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from insight_jax.tasks.base import Record, RecordError, Task, register_task
+from insight_jax.tasks.base import (
+    Record,
+    RecordError,
+    Task,
+    answer_region,
+    boxed_contents,
+    register_task,
+)
 from insight_jax.tasks.verifier_pool import DEFAULT_TIMEOUT_S, VerifierPool, inner_timeout_s
 
 DEFAULT_INSTRUCTION = " Let's think step by step and output the final answer within \\boxed{}."
 
 # Bounds of what is cut out of a completion (see the module docstring).
 MAX_BOXED_CHARS = 1000
-MAX_DEPTH = 20
-MAX_BOX_TRIES = 8
 TAIL_CHARS = 1500
 # Longest gold answer (after strip); real ones are under a few hundred characters.
 MAX_GOLD_CHARS = 1000
 # Parsed golds each worker keeps; golds the parent remembers as unparseable.
 GOLD_CACHE_SIZE = 4096
 GOLD_UNPARSEABLE = 0.5  # a gold check's answer for a gold math-verify finds nothing in
-GOLD_CHECKS = 2  # checks of a gold that times out or kills its worker before it is given up
-
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-# A backslash pair (skipped: \{ \} \\ are not grouping braces) or a grouping brace.
-_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
-_SPACE = " \t\r\n"
+GOLD_CHECKS = 2  # checks per batch of a gold whose check times out or kills its worker
 
 
-def _box_content(text: str, command_end: int) -> str | None:
-    """The content of the box whose command ends at ``command_end``, or ``None`` if unusable.
-
-    Unusable: no ``{`` right after the command (spaces allowed), or braces that do not balance
-    within ``MAX_BOXED_CHARS`` characters of content, or nesting deeper than ``MAX_DEPTH``.
-    """
-    open_at = command_end
-    while open_at < len(text) and open_at - command_end < 8 and text[open_at] in _SPACE:
-        open_at += 1
-    if open_at >= len(text) or text[open_at] != "{":
-        return None
-    start = open_at + 1
-    depth = 1
-    for token in _BRACE_TOKEN.finditer(text, start, start + MAX_BOXED_CHARS + 1):
-        char = token.group()
-        if char == "{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return None
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start : token.start()]
-    return None
-
-
-def extract_candidate(completion: object) -> tuple[str, str] | None:
+def extract_candidate(completion: object, plain_answers: bool = True) -> tuple[str, str] | None:
     r"""The bounded answer candidate of a completion (rules and bounds: module docstring).
 
     Returns:
-      ``("boxed", content)`` for the last usable ``\boxed{...}`` / ``\fbox{...}``, else
-      ``("tail", last TAIL_CHARS characters)``; ``None`` if ``completion`` is not a ``str`` or is
-      blank (nothing to verify).
+      ``("boxed", content)`` for the last usable ``\boxed{...}`` / ``\fbox{...}`` of the answer
+      region (after the last ``</think>``), else, with ``plain_answers``, ``("tail", its last
+      TAIL_CHARS characters)``; ``None`` if ``completion`` is not a ``str``, is blank, never
+      closes its ``<think>``, or has no box and ``plain_answers`` is off.
     """
-    if not isinstance(completion, str) or not completion.strip():
+    if not isinstance(completion, str):
         return None
-    end = len(completion)
-    for _ in range(MAX_BOX_TRIES):
-        found = [(completion.rfind(cmd, 0, end), cmd) for cmd in _BOX_COMMANDS]
-        at, cmd = max(found)
-        if at < 0:
-            break
-        content = _box_content(completion, at + len(cmd))
-        if content is not None:
-            return "boxed", content
-        end = at
-    return "tail", completion[-TAIL_CHARS:]
+    region = answer_region(completion)
+    if region is None or not region.strip():
+        return None
+    for _, content in boxed_contents(region, MAX_BOXED_CHARS):
+        return "boxed", content
+    return ("tail", region[-TAIL_CHARS:]) if plain_answers else None
 
 
 def normalise_gold(answer: object) -> str | None:
@@ -193,6 +164,8 @@ def reward_in_worker(gold: str, kind: str, candidate: str) -> float:
     return 1.0 if verify(gold_parsed, answer, timeout_seconds=timeout) else 0.0
 
 
+logger = logging.getLogger(__name__)
+
 # math-verify logs every timeout with the offending text at WARNING; in a worker that is noise
 # (the reward already says 0.0) and a lone surrogate in it breaks the log handler.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -202,7 +175,7 @@ logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 _pools: dict[tuple[int | None, float], VerifierPool] = {}
 _pools_lock = threading.Lock()
-# Golds found unparseable (or whose parse timed out / killed a worker): never sent again.
+# Golds math-verify finds nothing in: never sent again.
 _bad_golds: OrderedDict[str, None] = OrderedDict()
 _good_golds: OrderedDict[str, None] = OrderedDict()
 _golds_lock = threading.Lock()
@@ -238,26 +211,32 @@ def _remember(cache: OrderedDict[str, None], gold: str) -> None:
 
 def _check_golds(pool: VerifierPool, golds: Sequence[str]) -> set[str]:
     """The usable golds among ``golds``: each new one is checked by the pool. A gold whose
-    check times out or dies is checked once more (a worker can die of something else, e.g.
-    the OOM killer) and only then remembered as unusable."""
+    check times out or kills its worker (which may be the machine's doing: load, the OOM
+    killer) is checked once more, then left unusable for this batch only."""
     new = sorted({g for g in golds if g not in _good_golds and g not in _bad_golds})
-    for attempt in range(GOLD_CHECKS):
+    for _ in range(GOLD_CHECKS):
         if not new:
             break
         failed = []
         for gold, ok in zip(new, pool.map("math_gold", [(g,) for g in new]), strict=True):
             if ok == 1.0:
                 _remember(_good_golds, gold)
-            elif ok == GOLD_UNPARSEABLE or attempt == GOLD_CHECKS - 1:
+            elif ok == GOLD_UNPARSEABLE:
                 _remember(_bad_golds, gold)
             else:
                 failed.append(gold)
         new = failed
+    for gold in new:  # unusable for this batch only; checked again with the next one
+        logger.warning("gold answer %.80r could not be checked (timeout or worker death)", gold)
     return {g for g in golds if g in _good_golds}
 
 
 def math_rewards(
-    completions: Sequence[object], golds: Sequence[object], pool: VerifierPool | None = None
+    completions: Sequence[object],
+    golds: Sequence[object],
+    pool: VerifierPool | None = None,
+    *,
+    plain_answers: bool = True,
 ) -> list[float]:
     """:func:`math_reward` of each pair, verified in parallel in ``pool`` (default: shared)."""
     if len(completions) != len(golds):
@@ -274,7 +253,7 @@ def math_rewards(
     for i, (completion, gold) in enumerate(zip(completions, gold_texts, strict=True)):
         if gold not in usable:
             continue
-        candidate = extract_candidate(completion)
+        candidate = extract_candidate(completion, plain_answers)
         if candidate is None:
             continue
         if candidate[0] == "boxed" and candidate[1].strip() == gold:
@@ -288,13 +267,15 @@ def math_rewards(
     return rewards
 
 
-def math_reward(completion: str, gold: str | float) -> float:
+def math_reward(completion: str, gold: str | float, *, plain_answers: bool = True) -> float:
     """1.0 if ``completion``'s final answer is equivalent to ``gold``, else 0.0 (module docstring).
 
-    Uses the shared verifier pool. Never raises on model output: a non-``str`` or blank input,
-    an over-long gold, an unparseable answer, a timeout or a crashed worker all give 0.0.
+    ``plain_answers``: a completion without a box is scored on its last words ("The answer is
+    5."); off, only a boxed answer counts. Uses the shared verifier pool. Never raises on model
+    output: a non-``str`` or blank input, an over-long gold, an unparseable answer, a timeout or
+    a crashed worker all give 0.0.
     """
-    return math_rewards([completion], [gold])[0]
+    return math_rewards([completion], [gold], plain_answers=plain_answers)[0]
 
 
 @register_task("math")
@@ -305,6 +286,10 @@ class MathTask(Task):
       instruction: appended to the problem to make the prompt.
       timeout_s: per-completion verification budget (the pool's per-item timeout).
       num_workers: verifier processes (default: ``min(cpu_count, 4)``).
+      plain_answers: also score a completion without a box on its last words. Off by default:
+        the prompt asks for a box, DeepScaleR's reward requires one, and without one a
+        completion cut off mid-reasoning ("... so 2+2 = 4? Let me check") would count as an
+        answer.
 
     Tasks with the same ``timeout_s`` and ``num_workers`` share one pool. :meth:`config` is
     empty: no argument changes what a record is or how it is validated, so cached pools of
@@ -321,6 +306,7 @@ class MathTask(Task):
         instruction: str = DEFAULT_INSTRUCTION,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         num_workers: int | None = None,
+        plain_answers: bool = False,
     ):
         if not isinstance(instruction, str):
             raise ValueError(f"instruction must be a str, got {type(instruction).__name__}")
@@ -335,9 +321,10 @@ class MathTask(Task):
         self.instruction = instruction
         self.timeout_s = float(timeout_s)
         self.num_workers = num_workers
+        self.plain_answers = bool(plain_answers)
 
     def generate(self, num_items: int, seed: int, split: str = "train") -> list[Record]:
-        raise ValueError(
+        raise NotImplementedError(
             "the math task has no generator; load its records from a data file (rows with"
             " 'problem' or 'question' and 'answer')"
         )
@@ -352,13 +339,14 @@ class MathTask(Task):
         return get_pool(self.num_workers, self.timeout_s)
 
     def verify(self, completion: str, record: Record) -> float:
-        return math_rewards([completion], [record["answer"]], self._pool())[0]
+        return self.verify_batch([completion], [record])[0]
 
     def verify_batch(self, completions: Sequence[str], records: Sequence[Record]) -> list[float]:
         """All rewards in one parallel pass through the pool (the trainer's M*K per step)."""
         if len(completions) != len(records):
             raise ValueError(f"{len(completions)} completions but {len(records)} records")
-        return math_rewards(completions, [r["answer"] for r in records], self._pool())
+        golds = [r["answer"] for r in records]
+        return math_rewards(completions, golds, self._pool(), plain_answers=self.plain_answers)
 
     def from_row(self, row: Any, index: int) -> Record:
         """A record from a public row: ``problem`` or ``question``; ``answer`` str or number.

@@ -9,10 +9,10 @@ Records come from data files only (:mod:`insight_jax.tasks.loaders`); there is n
 
 * MMLU: ``question``, ``choices`` (a list; ``options`` as in MMLU-Pro is read the same way), and
   ``answer`` as a 0-based int or a letter ``"A"``, ``"B"``, ...
-* GPQA (the raw CSV's columns): ``Question``, ``Correct Answer``, ``Incorrect Answer 1``,
-  ``Incorrect Answer 2``, ... The choices are shuffled by a stable hash of the question (the
-  file lists the correct answer first), so a row always gets the same order and the correct
-  letter is spread evenly over rows.
+* GPQA (the columns of its CSV, converted to JSONL or parquet): ``Question``, ``Correct
+  Answer``, ``Incorrect Answer 1``, ``Incorrect Answer 2``, ... The choices are shuffled by a
+  stable hash of the question (the file lists the correct answer first), so a row always gets
+  the same order and the correct letter is spread evenly over rows.
 * letter columns: ``question``, ``A``, ``B``, ... and ``answer`` as a letter (or int).
 
 Leading and trailing whitespace of the question and choices is removed (the GPQA CSV has stray
@@ -23,24 +23,26 @@ argument), by default to give the letter within ``\boxed{}``. Reference completi
 ``"\boxed{B}"``.
 
 Reward (:func:`choice_letter`): 1.0 if the completion's answer letter is the correct one, else
-0.0. The answer letter, on bounded work whatever the completion's length:
+0.0. The answer letter, on bounded work whatever the completion's length, is read from the
+answer region (:func:`~insight_jax.tasks.base.answer_region`: after the last ``</think>``; no
+answer if a ``<think>`` is never closed), as the later of:
 
-1. If the completion contains ``\boxed{``, the last one decides: its content runs to the matching
-   ``}`` (nested braces count), which must come within :data:`MAX_BOXED_CHARS` characters (else
-   there is no answer). The content, stripped and unwrapped from ``\text{}``, ``\textbf{}``,
-   ``\mathrm{}``, ``\mathbf{}`` or plain braces, must be a letter ``L`` or ``(L)`` alone, or
-   followed by ``.``, ``)`` or ``:`` and any text (``B. Paris``, ``B) Paris``), or ``(L)``
-   followed by whitespace and any text.
-2. Else the last of the phrases ``answer is`` / ``Answer:`` (also capitalised / upper-case)
-   decides: after it, spaces, ``*``, ``$`` and ``:`` are skipped (markdown bold, math mode), then
-   an optional ``\text{`` / ``\textbf{`` / ``\mathrm{`` / ``\mathbf{``; then ``L`` or ``(L)``, not
-   followed by a letter or digit (``The answer is (C).``, ``**Answer: C**``; not ``Answer:
-   Cats``).
-3. Else there is no answer.
+1. the last box holding a letter: among the last usable ``\boxed{...}`` / ``\fbox{...}``
+   (:func:`~insight_jax.tasks.base.boxed_contents`, content within :data:`MAX_BOXED_CHARS`
+   characters), the last whose content, stripped and unwrapped from ``\text{}``,
+   ``\textbf{}``, ``\mathrm{}``, ``\mathbf{}`` or plain braces, is a letter ``L`` or ``(L)``
+   alone, or followed by ``.``, ``)`` or ``:`` and any text (``B. Paris``, ``B) Paris``), or
+   ``(L)`` followed by whitespace and any text (a box of another kind, ``\boxed{42 eV}``, is
+   skipped);
+2. the last of the phrases ``answer is`` / ``Answer:`` (also capitalised / upper-case): after it,
+   spaces, ``*``, ``$`` and ``:`` are skipped (markdown bold, math mode), then an optional
+   ``\text{`` / ``\textbf{`` / ``\mathrm{`` / ``\mathbf{``; then ``L`` or ``(L)``, not followed
+   by a letter or digit (``The answer is (C).``, ``**Answer: C**``; not ``Answer: Cats``).
 
+Neither: no answer.
 ``L`` is an upper-case ASCII letter among the record's choices (``E`` of four choices, ``b`` or a
-full-width ``Ｂ`` are no answer). Only ``rfind`` over the whole text and reads of at most
-:data:`MAX_BOXED_CHARS` characters after the found position: linear time, constant memory.
+full-width ``Ｂ`` are no answer). Only ``rfind`` over the whole text and reads of a bounded
+number of characters after the found positions: linear time, constant memory.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ from insight_jax.tasks.base import (
     Record,
     RecordError,
     Task,
+    answer_region,
+    boxed_contents,
     check_field,
     register_task,
     stable_hash,
@@ -68,28 +72,12 @@ MAX_BOXED_CHARS = MAX_ANSWER_CHARS
 MAX_SKIPPED_CHARS = 16
 DEFAULT_INSTRUCTION = r"Answer with the letter of the correct choice within \boxed{}."
 
-_BOX = "\\boxed{"
 _WRAPPERS = ("\\text{", "\\textbf{", "\\mathrm{", "\\mathbf{")
 _PHRASES = ("answer is", "Answer is", "ANSWER IS", "answer:", "Answer:", "ANSWER:")
 _SKIPPED = frozenset(" \t\r\n*$:")
 _AFTER_LETTER = frozenset(".):")
 _GPQA_CORRECT = "Correct Answer"
 _GPQA_INCORRECT = "Incorrect Answer {}"
-
-
-def _boxed_content(text: str, start: int) -> str | None:
-    """The content from ``start`` (just after ``\\boxed{``) to its matching ``}``, if that comes
-    within MAX_BOXED_CHARS characters."""
-    depth = 1
-    for i in range(start, min(len(text), start + MAX_BOXED_CHARS + 1)):
-        c = text[i]
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i]
-    return None
 
 
 def _boxed_letter(content: str, letters: str) -> str | None:
@@ -141,16 +129,22 @@ def choice_letter(completion: object, num_choices: int) -> str | None:
     """
     if not isinstance(completion, str):
         return None
-    letters = LETTERS[:num_choices]
-    box = completion.rfind(_BOX)
-    if box >= 0:
-        content = _boxed_content(completion, box + len(_BOX))
-        return None if content is None else _boxed_letter(content, letters)
-    found = [(completion.rfind(p), p) for p in _PHRASES]
-    at, phrase = max(found)
-    if at < 0:
+    region = answer_region(completion)
+    if region is None:
         return None
-    return _phrase_letter(completion, at + len(phrase), letters)
+    letters = LETTERS[:num_choices]
+    box_at, box_letter = -1, None
+    for at, content in boxed_contents(region, MAX_BOXED_CHARS):
+        letter = _boxed_letter(content, letters)
+        if letter is not None:
+            box_at, box_letter = at, letter
+            break
+    at, phrase = max((region.rfind(p), p) for p in _PHRASES)
+    if at > box_at:
+        letter = _phrase_letter(region, at + len(phrase), letters)
+        if letter is not None:
+            return letter
+    return box_letter
 
 
 def _text(row: Mapping[str, Any], field: str) -> str:

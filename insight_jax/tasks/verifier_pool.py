@@ -41,8 +41,9 @@ math-verify's own timeouts use ``signal.alarm``, which only works on the main th
   ``ValueError`` before any work: it is a bug of the caller, not model output.
 * **Clean shutdown.** :meth:`VerifierPool.close` (also the context manager's exit) asks each
   worker to stop, waits briefly, kills what is left and joins every process, so no zombie is
-  left; the forkserver reaps its children. Workers are daemonic and also exit when the parent's
-  end of their pipe closes, so a parent killed outright does not leak them. Calls are serialised
+  left; the forkserver reaps its children. Workers are daemonic, exit when the parent's end of
+  their pipe closes, and a thread in each checks every second that the parent is alive, so a
+  parent killed outright (even mid-item) does not leak them. Calls are serialised
   by a lock; any thread of the parent may call (only the workers use signals).
 """
 
@@ -159,13 +160,30 @@ def _run_item(fn: Callable[..., Any], args: tuple[Any, ...]) -> float:
     return value if math.isfinite(value) else 0.0
 
 
+def _exit_after(pool_pid: int) -> None:
+    """Ends this worker once the pool's process is gone (checked every second): the pipe's EOF
+    only shows between items, and an item can run far longer when its parent was killed."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pool_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass  # alive, under another user (cannot happen for our own parent; harmless)
+
+
 def _worker_main(
-    conn: multiprocessing.connection.Connection, memory_headroom_bytes: int, inner_timeout_s: int
+    conn: multiprocessing.connection.Connection,
+    memory_headroom_bytes: int,
+    inner_timeout_s: int,
+    pool_pid: int,
 ) -> None:
     """Worker loop: receive ``(item_id, kind, args)``, reply ``(item_id, reward)``; ``None`` stops.
 
     Runs on the main thread of the worker process, so signal-based timeouts work in ``fn``.
     """
+    threading.Thread(target=_exit_after, args=(pool_pid,), daemon=True).start()
     # Ctrl-C reaches the whole process group; the parent decides what stops, not the worker.
     global _inner_timeout_s
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -231,8 +249,9 @@ class VerifierPool:
 
     Args:
       num_workers: worker processes (default :func:`default_num_workers`).
-      timeout_s: per-item wall-clock budget, from when the item is sent to its worker; a later
-        answer is 0.0 and the worker is killed and replaced.
+      timeout_s: per-item wall-clock budget, from when the item starts (its worker is ready and
+        has answered the item before it); a later answer is 0.0 and the worker is killed and
+        replaced.
       memory_headroom_bytes: address space a worker may take beyond its size at start
         (``RLIMIT_AS``); beyond it allocations fail with ``MemoryError`` (item 0.0).
       max_item_chars: most characters an item's strings may hold in all.
@@ -295,7 +314,7 @@ class VerifierPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.memory_headroom_bytes, self.inner_timeout_s),
+            args=(child_conn, self.memory_headroom_bytes, self.inner_timeout_s, os.getpid()),
             name="insight-verifier",
             daemon=True,
         )
