@@ -50,8 +50,8 @@ def test_pass_at_one_is_the_mean_and_bad_arguments_raise():
 
 
 class EchoTask(Task):
-    """Prompt "#<index>;"; a completion is correct for a record iff it echoes that prompt
-    and the record is marked solvable."""
+    """Prompt "#<index>;"; sample j of a record is correct iff it echoes the record's own prompt
+    followed by j, and j < the record's "solved" (so a record has min(solved, K) successes)."""
 
     name = "echo"
     max_reward = 1.0
@@ -66,31 +66,36 @@ class EchoTask(Task):
         return self.prompt(record)
 
     def verify(self, completion, record):
-        return float(record["solvable"] and completion.endswith(self.prompt(record)))
+        head, j = completion[:-1], completion[-1:]
+        return float(
+            head.endswith(self.prompt(record)) and j.isdigit() and int(j) < record["solved"]
+        )
 
 
 class EchoEngine:
-    """A rollout engine whose K samples per prompt echo the prompt (no model): it checks that
-    every record is evaluated with its own prompt, and counts the batches it is given."""
+    """A rollout engine without a model: sample j of a prompt echoes the prompt followed by the
+    digit j. It checks that row b*K + j is scored against record b, and counts the batches."""
 
-    def __init__(self, num_samples, pad_id):
+    def __init__(self, num_samples, tokenizer):
         self.settings = types.SimpleNamespace(num_samples=num_samples)
-        self.pad_id = pad_id
+        self.tok = tokenizer
         self.batches = []
 
     def generate(self, model_state, tokens, lengths, key):
         self.batches.append(tokens.shape[0])
         k = self.settings.num_samples
+        digits = np.array([self.tok.encode(str(j))[0] for j in range(k)], tokens.dtype)
         rows = np.repeat(tokens, k, axis=0)
-        return types.SimpleNamespace(tokens=rows, mask=rows != self.pad_id)
+        rows = np.concatenate([rows, np.tile(digits, tokens.shape[0])[:, None]], axis=1)
+        return types.SimpleNamespace(tokens=rows, mask=rows != self.tok.pad_id)
 
 
 def test_evaluate_batches_every_record_once_and_drops_padding():
-    tok = CharTokenizer()
-    records = [{"index": i, "solvable": i % 3 != 0} for i in range(10)]
-    expected = np.mean([r["solvable"] for r in records])
+    tok, k = CharTokenizer(), 3
+    records = [{"index": i, "solved": i % (k + 1)} for i in range(10)]  # 0..3 successes
+    successes = np.array([min(r["solved"], k) for r in records])
     for batch_size, multiple, calls in [(0, 1, [10]), (4, 1, [4, 4, 4]), (3, 2, [4, 4, 4])]:
-        engine = EchoEngine(num_samples=3, pad_id=tok.pad_id)
+        engine = EchoEngine(k, tok)
         result = evaluate(
             engine,
             None,
@@ -103,19 +108,21 @@ def test_evaluate_batches_every_record_once_and_drops_padding():
             batch_multiple=multiple,
         )
         assert engine.batches == calls
-        assert result["accuracy"] == pytest.approx(expected)
-        np.testing.assert_array_equal(result["successes"], [3 * r["solvable"] for r in records])
-        assert result["pass@2"] == pytest.approx(expected) and result["spread"] == 0.0
+        np.testing.assert_array_equal(result["successes"], successes)
+        assert result["accuracy"] == pytest.approx(successes.sum() / (k * len(records)))
+        assert result["spread"] == pytest.approx(np.mean((successes > 0) & (successes < k)))
+        expected = [1 - math.comb(k - c, 2) / math.comb(k, 2) for c in successes]
+        assert result["pass@2"] == pytest.approx(np.mean(expected))
 
 
 def test_eval_metrics_macro_average_and_tables():
     tok = CharTokenizer()
     sets = [
-        EvalSet("a", EchoTask(), tuple({"index": i, "solvable": True} for i in range(4))),
-        EvalSet("b", EchoTask(), tuple({"index": i, "solvable": i == 0} for i in range(2))),
+        EvalSet("a", EchoTask(), tuple({"index": i, "solved": 2} for i in range(4))),
+        EvalSet("b", EchoTask(), tuple({"index": i, "solved": 2 * (i == 0)} for i in range(2))),
     ]
     results = evaluate_sets(
-        EchoEngine(2, tok.pad_id),
+        EchoEngine(2, tok),
         None,
         tok,
         sets,
