@@ -184,3 +184,21 @@ def _tiny_model(path: Path, data: Path) -> Path:
     write_tiny_hf(tmp, corpus, vocab_size=384)
     tmp.replace(path)
     return path
+
+
+def deepscaler_config(arg: str | None, model: str) -> ml_collections.ConfigDict:
+    """`model` on DeepScaleR-Preview, held-out avg@16 on AIME24, AMC23, MATH500, Minerva and
+    OlympiadBench; the problem followed by "Let's think step by step and output the final
+    answer within \\boxed{}." in one user turn of the model's chat template, rewards by
+    math-verify in worker processes; 1024 prompt + 8192 response tokens (MoPPS's math recipe),
+    PPO mini-batches of 128 prompts."""
+    return paper_config(
+        arg,
+        model=model,
+        task="math",
+        train=DEEPSCALER,
+        evals=DEEPSCALER_EVALS,
+        prompt_len=1024,
+        response_len=8192,
+        minibatch_prompts=128,
+    )

@@ -40,6 +40,7 @@ RESUME_SAFE_KEYS: tuple[str, ...] = (
     "checkpoint.every",  # checkpoint cadence: a restored step replays deterministically
     "checkpoint.max_to_keep",  # checkpoint retention: how many old steps stay on disk
     "warmstart.cache_dir",  # where a cache shared between runs lives, not what it holds
+    "task.pool_dir",  # where content-keyed prompt pools are cached, likewise
 )
 
 LOCK_NAME = ".lock"

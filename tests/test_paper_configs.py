@@ -130,50 +130,36 @@ def test_train_then_evaluate_end_to_end(smoke_dir, tmp_path, devices):
     }
 
     # Standalone, on the workdir (its task: math) and on the Hugging Face folder.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "XLA_FLAGS": ""}
-    evaluate = [sys.executable, "-m", "insight_jax.evaluate", "--num_samples=2"]
-    out = subprocess.run(
-        [*evaluate, f"--checkpoint={workdir}", f"--eval_paths=m500={data}/math500/test.jsonl"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
+    def evaluate(*flags):
+        return subprocess.run(
+            [sys.executable, "-m", "insight_jax.evaluate", "--num_samples=2", *flags],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "XLA_FLAGS": ""},
+            cwd=ROOT,
+            timeout=600,
+        )
+
+    out = evaluate(f"--checkpoint={workdir}", f"--eval_paths=m500={data}/math500/test.jsonl")
     assert out.returncode == 0, out.stderr[-3000:]
     saved = json.loads((workdir / "evaluations/step_3/eval_results.json").read_text())
     assert saved["step"] == 3 and saved["sets"]["m500"]["num_problems"] == 8
-    out = subprocess.run(
-        [
-            *evaluate,
-            f"--checkpoint={c.model.path}",
-            "--task=countdown",
-            '--task_kwargs={"prompt_style": "base"}',
-            "--max_new_tokens=8",
-            f"--eval_paths=cd={cd}",
-            f"--out={tmp_path / 'hf_eval'}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
+    out = evaluate(
+        f"--checkpoint={c.model.path}",
+        "--task=countdown",
+        '--task_kwargs={"prompt_style": "base"}',
+        "--max_new_tokens=8",
+        f"--eval_paths=cd={cd}",
+        f"--out={tmp_path / 'hf_eval'}",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "## cd" in out.stdout
     saved = json.loads((tmp_path / "hf_eval/eval_results.json").read_text())
+    assert saved["sets"]["cd"]["num_problems"] == 8 and saved["task"] == "countdown"
     assert saved["task_kwargs"] == {"prompt_style": "base"}
     # Without --out, a Hugging Face folder is refused before anything is loaded or sampled.
-    out = subprocess.run(
-        [*evaluate, f"--checkpoint={c.model.path}", f"--eval_paths=cd={cd}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
+    out = evaluate(f"--checkpoint={c.model.path}", f"--eval_paths=cd={cd}")
     assert out.returncode != 0 and "--out is required" in out.stderr
-    assert saved["sets"]["cd"]["num_problems"] == 8 and saved["task"] == "countdown"
 
 
 def test_data_keys_are_validated_before_any_work(smoke_dir, tmp_path, devices):
@@ -238,3 +224,19 @@ def test_a_prompt_longer_than_max_prompt_len_is_refused_at_build(smoke_dir, tmp_
     with pytest.raises(ConfigError, match=r"record \d+ of train has a prompt of") as e:
         setup.build(c, tmp_path)
     assert e.value.key == "task.max_prompt_len"
+
+
+def test_runs_share_a_pool_dir(smoke_dir, tmp_path, devices):
+    from insight_jax.rl import setup
+
+    c = qwen3_0_6b_countdown.get_config(f"smoke,smoke_dir={smoke_dir}")
+    c.task.pool_dir = str(tmp_path / "pools")
+    first = setup.build(c, tmp_path / "a")
+    (pool_dir,) = (tmp_path / "pools").iterdir()  # one pool, keyed by the file's content
+    built = (pool_dir / "pool.json").stat().st_mtime_ns
+    second = setup.build(c, tmp_path / "b")
+    assert list((tmp_path / "pools").iterdir()) == [pool_dir]
+    assert (pool_dir / "pool.json").stat().st_mtime_ns == built  # reused, not rebuilt
+    assert first.pool[5] == second.pool[5]
+    for run in ("a", "b"):  # each run pins the files it read in its own workdir
+        assert (tmp_path / run / "data" / "sources.json").is_file()

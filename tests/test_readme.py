@@ -99,14 +99,14 @@ def test_the_selection_demo_command(tmp_path):
     assert "insight" in out.stdout and (tmp_path / "selection_demo.png").stat().st_size > 1000
 
 
-def test_the_hugging_face_commands(tmp_path):
-    """The three commands of "Training a Hugging Face checkpoint", as written, with workdirs/
-    pointed at a temporary folder."""
-    section = README.split("## Training a Hugging Face checkpoint", 1)[1].split("\n## ", 1)[0]
+def _run_section(title: str, count: int, tmp_path) -> subprocess.CompletedProcess:
+    """Runs the `.venv/bin/python` commands of the README section `title` as written (there
+    must be `count` of them), with workdirs/ pointed at tmp_path; returns the last run."""
+    section = README.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     commands = [
         line.strip() for line in section.splitlines() if line.startswith("    .venv/bin/python")
     ]
-    assert len(commands) == 3
+    assert len(commands) == count
     for command in commands:
         args = command.replace("workdirs/", f"{tmp_path}/").split()
         args[0] = sys.executable
@@ -114,25 +114,20 @@ def test_the_hugging_face_commands(tmp_path):
             args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
         )
         assert out.returncode == 0, (command, out.stderr[-3000:])
+    return out
+
+
+def test_the_hugging_face_commands(tmp_path):
+    """The three commands of "Training a Hugging Face checkpoint": make, train, export."""
+    _run_section("Training a Hugging Face checkpoint", 3, tmp_path)
     exported = set(os.listdir(tmp_path / "tiny_hf_export"))
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= exported
 
 
 def test_the_paper_smoke_commands(tmp_path):
-    """The two commands of "Reproducing the paper", as written, with workdirs/ pointed at a
-    temporary folder: a smoke run of a paper config, then the standalone evaluation of it."""
-    section = README.split("## Reproducing the paper", 1)[1].split("\n## ", 1)[0]
-    commands = [
-        line.strip() for line in section.splitlines() if line.startswith("    .venv/bin/python")
-    ]
-    assert len(commands) == 2
-    for command in commands:
-        args = command.replace("workdirs/", f"{tmp_path}/").split()
-        args[0] = sys.executable
-        out = subprocess.run(
-            args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
-        )
-        assert out.returncode == 0, (command, out.stderr[-3000:])
+    """The two commands of "Reproducing the paper": a smoke run of a paper config, then the
+    standalone evaluation of it."""
+    out = _run_section("Reproducing the paper", 2, tmp_path)
     assert "## math500" in out.stdout and "## aime24" in out.stdout
     saved = tmp_path / "smoke_deepscaler" / "evaluations" / "step_3" / "eval_results.json"
     assert saved.is_file()

@@ -53,6 +53,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # names; add sets in a config file (a locked config takes no new keys from the command line).
     c.task.eval_paths = {}
     c.task.format = "auto"  # "json", "jsonl", "parquet", or "auto" (by file extension)
+    # Where prompt pools are built and cached ("": the workdir's data/). Pools are keyed by
+    # content, so the runs of a sweep can share one directory and build each pool once.
+    c.task.pool_dir = ""
     c.task.num_train = 2000  # generated pool size N (0 with train_path: its selected rows)
     c.task.num_test = 256  # generated held-out problems, a disjoint split (0 with eval_paths)
     c.task.max_prompt_len = 0  # 0: longest prompt in the pool (+ BOS)

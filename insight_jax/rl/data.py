@@ -10,8 +10,10 @@ Two sources, chosen by `task.train_path`:
     a path (records of the training task) or a mapping {"path", "task", "kwargs", "format"} for
     a set of another task (MMLU / GPQA as multiple choice under a math-trained policy).
 
-A workdir is one run: the content hashes of the files it read are kept in
-`data/sources.json`, and a rerun in that workdir whose files have changed is refused.
+Pools are cached by content (the task's config, or the file's hash, slice and format), so runs
+can share them: `task.pool_dir` (default: the workdir's data/). A workdir is one run: the
+content hashes of the files it read are kept in its `data/sources.json`, and a rerun in that
+workdir whose files have changed is refused.
 """
 
 from __future__ import annotations
@@ -107,9 +109,12 @@ def _pin_sources(data_dir: Path, sources: dict[str, str]) -> None:
 
 
 def load_data(
-    c: ml_collections.ConfigDict, task: Task, data_dir: Path
+    c: ml_collections.ConfigDict, task: Task, workdir: Path
 ) -> tuple[Any, int, tuple[EvalSet, ...]]:
-    """(pool, its size N, held-out sets) of config `c` (validated), pools kept in data_dir."""
+    """(pool, its size N, held-out sets) of config `c` (validated). Pools are kept in
+    `task.pool_dir` (shared by runs: a pool is keyed by its content) or else the workdir's
+    data/; the hashes of the files this run read stay in the workdir."""
+    data_dir = Path(c.task.pool_dir).expanduser() if c.task.pool_dir else workdir / "data"
     if not c.task.train_path:
         pool = build_pool(task, c.task.num_train, c.seed, data_dir)
         test = task.generate(c.task.num_test, c.seed, split="test")
@@ -123,5 +128,5 @@ def load_data(
         records = load_records(spec.path, eval_task, fmt=spec.format)
         sets.append(EvalSet(spec.name, eval_task, tuple(records)))
         sources[f"eval/{spec.name}"] = file_sha256(parse_path_spec(spec.path)[0])
-    _pin_sources(data_dir, sources)
+    _pin_sources(workdir / "data", sources)
     return pool, len(pool), tuple(sets)

@@ -162,7 +162,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     policy = policy_from_config(c)
     tokenizer = policy.tokenizer
     task = get_task(c.task.name, **to_dict(c.task.kwargs))
-    pool, num_train, eval_sets = load_data(c, task, workdir / "data")
+    pool, num_train, eval_sets = load_data(c, task, workdir)
     num_items = c.task.rl_pool_size or num_train
     prompt_len = _prompt_len(c, policy, task, pool, eval_sets)
     if prompt_len + c.rl.max_new_tokens > policy.model_config.max_seq_len:

@@ -209,6 +209,7 @@ def _data(config, task) -> tuple[int, list]:
     pool size N and the held-out sets' tasks. Files are opened only to count their rows;
     records are checked when the run builds its pool (setup.build), before any step."""
     fmt = _choice(config, "task.format", FORMATS)
+    _str(config, "task.pool_dir")
     train_path = _str(config, "task.train_path")
     num_train = _int(config, "task.num_train", 0)
     num_test = _int(config, "task.num_test", 0)

@@ -81,9 +81,13 @@ def cache_dir(comps: Components) -> Path | None:
     ws = {k: v for k, v in to_dict(c.warmstart).items() if k != "cache_dir"}
     key = {
         "seed": c.seed,
-        # Not rl_pool_size (RL's sub-pool) nor num_test (the held-out set): the warm start
-        # depends on neither.
-        "task": {k: v for k, v in to_dict(c.task).items() if k not in ("rl_pool_size", "num_test")},
+        # Not rl_pool_size (RL's sub-pool), num_test / eval_paths (the held-out sets) nor
+        # pool_dir (where pools are cached): the warm start depends on none of them.
+        "task": {
+            k: v
+            for k, v in to_dict(c.task).items()
+            if k not in ("rl_pool_size", "num_test", "eval_paths", "pool_dir")
+        },
         "model": to_dict(c.model),
         "checkpoint": comps.policy.fingerprint(),  # the weights at model.path, if any
         "mesh": [list(c.mesh.shape), list(c.mesh.axes), jax.device_count()],
