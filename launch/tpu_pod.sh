@@ -157,6 +157,11 @@ if [ -z "$JAX_VERSION" ]; then
   exit 1
 fi
 
+if [ "$DRY_RUN" = 0 ] && ! command -v gcloud >/dev/null; then
+  echo "tpu_pod.sh: gcloud is not on PATH (install the Google Cloud CLI, or use --dry-run)" >&2
+  exit 1
+fi
+
 LOG_DIR="$ROOT/workdirs/pod_logs/$NAME"
 REMOTE_LOGS="insight_jax_logs/$NAME"
 GCLOUD_ZONE=(--zone="$ZONE")
