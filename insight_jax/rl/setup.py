@@ -19,7 +19,7 @@ from flax import nnx
 from insight_jax import sharding as shd
 from insight_jax.metrics import progress
 from insight_jax.models.tokenizers import Tokenizer, encode_batch
-from insight_jax.models.transformer import Transformer
+from insight_jax.models.transformer import Transformer, TransformerConfig
 from insight_jax.rl import grpo as grpo_lib
 from insight_jax.rl.data import load_data
 from insight_jax.rl.evaluate import EvalSet
@@ -155,26 +155,41 @@ def _prompt_len(c, policy: Policy, task: Task, pool, eval_sets) -> int:
     return fixed or longest
 
 
-def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
-    """Builds every component of the run `config` describes (the config is validated already)."""
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """The compiled-once parts of a run and their layouts, from shapes alone (no data, no
+    weights): what the trainer runs and what launch/aot_check.py compiles for a TPU slice."""
+
+    graphdef: nnx.GraphDef
+    abstract_model: nnx.State  # the policy's parameters as ShapeDtypeStructs with shardings
+    abstract_state: TrainState  # the step-0 state as ShapeDtypeStructs with shardings
+    state_shardings: TrainState
+    scorer: Scorer
+    fns: StepFns
+    rollout_engine: RolloutEngine
+    eval_engine: RolloutEngine
+    # (model nnx.State | None) -> TrainState at step 0, jitted onto state_shardings; None draws
+    # random weights from the seed. The given weights are donated.
+    init: Any
+
+
+def build_steps(
+    config: ml_collections.ConfigDict,
+    model_config: TransformerConfig,
+    mesh: jax.sharding.Mesh,
+    rules: shd.LogicalRules,
+    *,
+    eos_ids: tuple[int, ...],
+    pad_id: int,
+    num_items: int,
+    num_train: int,
+) -> Steps:
+    """The step functions, rollout engines and state layout of `config` on `mesh`.
+
+    Needs only shapes: the model's config, the tokenizer's stop and pad ids, the RL pool size
+    N (`num_items`) and the warm start's pool size (`num_train`). The prompt length is not an
+    argument: every step is traced at the shapes of its inputs."""
     c = config
-    workdir = Path(workdir).resolve()  # orbax needs absolute paths
-    policy = policy_from_config(c)
-    tokenizer = policy.tokenizer
-    task = get_task(c.task.name, **to_dict(c.task.kwargs))
-    pool, num_train, eval_sets = load_data(c, task, workdir)
-    num_items = c.task.rl_pool_size or num_train
-    prompt_len = _prompt_len(c, policy, task, pool, eval_sets)
-    if prompt_len + c.rl.max_new_tokens > policy.model_config.max_seq_len:
-        raise ConfigError(
-            "rl.max_new_tokens",
-            c.rl.max_new_tokens,
-            f"prompts of up to {prompt_len} tokens plus the response must fit the model's "
-            f"{policy.model_config.max_seq_len} positions",
-        )
-    rules = as_rules(c.mesh.rules)  # tuples, also when read back from config.json
-    mesh = shd.make_mesh(tuple(c.mesh.shape), tuple(c.mesh.axes))
-    model_config = policy.model_config
     graphdef, abstract_model, model_sh = shd.abstract_sharded_state(
         Transformer, model_config, mesh, rules
     )
@@ -204,10 +219,10 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
             step=jnp.zeros((), jnp.int32),
         )
 
-    abstract_state = jax.eval_shape(init, None)
-    state_sh = train_state_shardings(abstract_state, model_sh, sft_opt, mesh, pool_sharding)
+    shapes = jax.eval_shape(init, abstract_model)
+    state_sh = train_state_shardings(shapes, model_sh, sft_opt, mesh, pool_sharding)
     shard = pool_shard(
-        jax.ShapeDtypeStruct(abstract_state.scores.shape, jnp.float32, sharding=pool_sharding)
+        jax.ShapeDtypeStruct(shapes.scores.shape, jnp.float32, sharding=pool_sharding)
     )
     settings = StepSettings(
         batch_size=rl.batch_size,
@@ -223,35 +238,62 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         grpo=grpo,
     )
     fns = make_step_fns(graphdef, state_sh, mesh, rules, sft_opt, rl_opt, scorer, shard, settings)
-    common = dict(eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id)
-    rollout_engine = make_rollout_engine(
-        rl.rollout_engine,
-        graphdef,
-        SamplingSettings(
+
+    def engine(num_samples: int, temperature: float, top_p: float) -> RolloutEngine:
+        sampling = SamplingSettings(
             max_new_tokens=rl.max_new_tokens,
-            num_samples=rl.num_rollouts,
-            temperature=rl.temperature,
-            top_p=rl.top_p,
-            **common,
-        ),
-        mesh,
-        rules,
-    )
-    eval_engine = make_rollout_engine(
-        rl.rollout_engine,
-        graphdef,
-        SamplingSettings(
-            max_new_tokens=rl.max_new_tokens,
-            num_samples=c.eval.num_samples,
-            temperature=c.eval.temperature,
-            top_p=c.eval.top_p,
-            **common,
-        ),
-        mesh,
-        rules,
-    )
+            num_samples=num_samples,
+            temperature=temperature,
+            top_p=top_p,
+            eos_ids=eos_ids,
+            pad_id=pad_id,
+        )
+        return make_rollout_engine(rl.rollout_engine, graphdef, sampling, mesh, rules)
+
     # The loaded weights are donated: the state's model reuses their buffers.
     jitted_init = jax.jit(init, out_shardings=state_sh, donate_argnums=0)
+    return Steps(
+        graphdef=graphdef,
+        abstract_model=abstract_model,
+        abstract_state=jax.eval_shape(jitted_init, abstract_model),
+        state_shardings=state_sh,
+        scorer=scorer,
+        fns=fns,
+        rollout_engine=engine(rl.num_rollouts, rl.temperature, rl.top_p),
+        eval_engine=engine(c.eval.num_samples, c.eval.temperature, c.eval.top_p),
+        init=jitted_init,
+    )
+
+
+def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
+    """Builds every component of the run `config` describes (the config is validated already)."""
+    c = config
+    workdir = Path(workdir).resolve()  # orbax needs absolute paths
+    policy = policy_from_config(c)
+    tokenizer = policy.tokenizer
+    task = get_task(c.task.name, **to_dict(c.task.kwargs))
+    pool, num_train, eval_sets = load_data(c, task, workdir)
+    num_items = c.task.rl_pool_size or num_train
+    prompt_len = _prompt_len(c, policy, task, pool, eval_sets)
+    if prompt_len + c.rl.max_new_tokens > policy.model_config.max_seq_len:
+        raise ConfigError(
+            "rl.max_new_tokens",
+            c.rl.max_new_tokens,
+            f"prompts of up to {prompt_len} tokens plus the response must fit the model's "
+            f"{policy.model_config.max_seq_len} positions",
+        )
+    rules = as_rules(c.mesh.rules)  # tuples, also when read back from config.json
+    mesh = shd.make_mesh(tuple(c.mesh.shape), tuple(c.mesh.axes))
+    steps = build_steps(
+        c,
+        policy.model_config,
+        mesh,
+        rules,
+        eos_ids=tokenizer.eos_ids,
+        pad_id=tokenizer.pad_id,
+        num_items=num_items,
+        num_train=num_train,
+    )
     return Components(
         config=c,
         workdir=workdir,
@@ -265,12 +307,12 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         prompt_len=prompt_len,
         mesh=mesh,
         rules=rules,
-        graphdef=graphdef,
-        state_shardings=state_sh,
-        scorer=scorer,
-        rollout_engine=rollout_engine,
-        eval_engine=eval_engine,
-        fns=fns,
-        init=lambda: jitted_init(initial_model_state(policy, mesh, rules)),
-        abstract_state=jax.eval_shape(jitted_init, None if policy.path is None else abstract_model),
+        graphdef=steps.graphdef,
+        state_shardings=steps.state_shardings,
+        scorer=steps.scorer,
+        rollout_engine=steps.rollout_engine,
+        eval_engine=steps.eval_engine,
+        fns=steps.fns,
+        init=lambda: steps.init(initial_model_state(policy, mesh, rules)),
+        abstract_state=steps.abstract_state,
     )
