@@ -4,8 +4,11 @@ import itertools
 import math
 import types
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from insight_jax.models.tokenizers import CharTokenizer
 from insight_jax.rl.evaluate import (
@@ -18,6 +21,9 @@ from insight_jax.rl.evaluate import (
     pass_ks,
 )
 from insight_jax.tasks.base import Task
+
+# The batch's sharding: one device (the engine below runs no model).
+BATCH = NamedSharding(Mesh(np.array(jax.devices()[:1]), ("data",)), PartitionSpec("data"))
 
 
 def test_pass_at_k_equals_the_binomial_closed_form():
@@ -82,12 +88,15 @@ class EchoEngine:
         self.batches = []
 
     def generate(self, model_state, tokens, lengths, key):
+        tokens = np.asarray(tokens)
         self.batches.append(tokens.shape[0])
         k = self.settings.num_samples
         digits = np.array([self.tok.encode(str(j))[0] for j in range(k)], tokens.dtype)
         rows = np.repeat(tokens, k, axis=0)
         rows = np.concatenate([rows, np.tile(digits, tokens.shape[0])[:, None]], axis=1)
-        return types.SimpleNamespace(tokens=rows, mask=rows != self.tok.pad_id)
+        return types.SimpleNamespace(
+            tokens=jnp.asarray(rows), mask=jnp.asarray(rows != self.tok.pad_id)
+        )
 
 
 def test_evaluate_batches_every_record_once_and_drops_padding():
@@ -104,6 +113,7 @@ def test_evaluate_batches_every_record_once_and_drops_padding():
             records,
             np.zeros(2, np.uint32),
             prompt_len=8,
+            sharding=BATCH,
             batch_size=batch_size,
             batch_multiple=multiple,
         )
@@ -129,6 +139,7 @@ def test_eval_metrics_macro_average_and_tables():
         np.zeros(2, np.uint32),
         prompt=lambda task, r: task.prompt(r),
         prompt_len=8,
+        sharding=BATCH,
     )
     m = eval_metrics(results, 2)
     assert m["eval_a_avg@2"] == 1.0 and m["eval_b_avg@2"] == 0.5

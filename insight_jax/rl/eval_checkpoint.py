@@ -139,6 +139,7 @@ def _run(
         jax.random.key(seed),
         prompt=policy.prompt,
         prompt_len=prompt_len,
+        sharding=shd.data_sharding(mesh, rules),
         batch_multiple=shd.batch_size_multiple(mesh, rules),
         batch_size=batch_size,
         success_threshold=threshold,

@@ -14,13 +14,15 @@ run's ``eval_accuracy``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding
 
 from insight_jax.models.tokenizers import Tokenizer, decode_batch, encode_batch
+from insight_jax.rl.host_data import gather_rows, local_rows, local_values, to_global
 from insight_jax.rl.rollout import Rollout, RolloutEngine
 from insight_jax.tasks.base import Task
 
@@ -76,16 +78,50 @@ def encode_prompts(
 
 
 def rollout_rewards(
-    tokenizer: Tokenizer, task: Task, records: Sequence[dict], rollout: Rollout, k: int
-) -> tuple[np.ndarray, list[str]]:
-    """Rewards [B, K] of a rollout of K samples per record (row b*K + j is record b), and the
-    decoded completions. Verification runs on the host (the task's verify_batch: bounded
-    parsers, or worker processes), never evaluating text."""
-    tokens, mask = jax.device_get((rollout.tokens, rollout.mask))
+    tokenizer: Tokenizer,
+    task: Task,
+    records: Mapping[int, dict],
+    rollout: Rollout,
+    k: int,
+    num_prompts: int,
+) -> np.ndarray:
+    """Rewards [B, K] of a rollout of K samples for each of B = num_prompts prompts (row b*K + j
+    is prompt b), on every process.
+
+    Each process decodes and verifies only the rows its devices hold (the task's verify_batch:
+    bounded parsers, or worker processes; never evaluating text), for which `records` holds
+    the prompt's record (prompt row -> record: this process's rows suffice); the rewards, M*K
+    floats, are then gathered.
+    """
+    rows, tokens = local_values(rollout.tokens)
+    _, mask = local_values(rollout.mask)
     completions = decode_batch(tokenizer, tokens, mask)
-    targets = [records[i // k] for i in range(len(completions))]
-    rewards = np.asarray(task.verify_batch(completions, targets), np.float32)
-    return rewards.reshape(len(records), k), completions
+    targets = [records[int(r) // k] for r in rows]
+    local = np.asarray(task.verify_batch(completions, targets), np.float32)
+    return gather_rows(rows, local, num_prompts * k).reshape(num_prompts, k)
+
+
+def generate_for(
+    engine: RolloutEngine,
+    model_state: Any,
+    tokenizer: Tokenizer,
+    records: Callable[[int], dict],
+    num_prompts: int,
+    prompt: Callable[[dict], str],
+    prompt_len: int,
+    sharding: NamedSharding,
+    key: jax.Array,
+) -> tuple[Rollout, dict[int, dict]]:
+    """Rolls out the prompts of a batch of `num_prompts` records (`records(b)` is row b's):
+    this process fetches, renders and encodes only the rows its devices hold (`sharding` of
+    the batch), and the engine gets global arrays. Returns the rollout and {row: record} of
+    this process's rows (what :func:`rollout_rewards` needs)."""
+    rows = local_rows(sharding, num_prompts)
+    mine = {int(r): records(int(r)) for r in rows}
+    tokens, lengths = encode_prompts(tokenizer, [prompt(mine[int(r)]) for r in rows], prompt_len)
+    tokens = to_global(tokens, rows, sharding, num_prompts)
+    lengths = to_global(lengths, rows, sharding, num_prompts)
+    return engine.generate(model_state, tokens, lengths, key), mine
 
 
 def evaluate(
@@ -97,6 +133,7 @@ def evaluate(
     key: jax.Array,
     *,
     prompt_len: int,
+    sharding: NamedSharding,
     prompt: Callable[[dict], str] | None = None,
     batch_multiple: int = 1,
     batch_size: int = 0,
@@ -112,7 +149,8 @@ def evaluate(
     passes its chat-templated one). Records go through the engine `batch_size` at a time (0:
     all at once); every batch is padded (repeating its last record) to the same size, a
     multiple of `batch_multiple`, so one compiled sampler serves them all and each splits
-    evenly over the mesh. Padded rows are dropped before averaging. Batch b samples with
+    evenly over the mesh (`sharding`: the batch's; each process handles its own rows, see
+    :func:`generate_for`). Padded rows are dropped before averaging. Batch b samples with
     fold_in(key, b).
     """
     records = list(records)
@@ -125,10 +163,18 @@ def evaluate(
     parts = []
     for b, start in enumerate(range(0, len(records), size)):
         chunk = records[start : start + size]
-        padded = chunk + [chunk[-1]] * (size - len(chunk))
-        tokens, lengths = encode_prompts(tokenizer, [prompt(r) for r in padded], prompt_len)
-        rollout = engine.generate(model_state, tokens, lengths, jax.random.fold_in(key, b))
-        rewards, _ = rollout_rewards(tokenizer, task, padded, rollout, n)
+        rollout, mine = generate_for(
+            engine,
+            model_state,
+            tokenizer,
+            lambda i, chunk=chunk: chunk[min(i, len(chunk) - 1)],  # padded with the last
+            size,
+            prompt,
+            prompt_len,
+            sharding,
+            jax.random.fold_in(key, b),
+        )
+        rewards = rollout_rewards(tokenizer, task, mine, rollout, n, size)
         parts.append(rewards[: len(chunk)])
     rewards = np.concatenate(parts)
     solved = rewards >= success_threshold

@@ -3,10 +3,11 @@
     jit select -> host: fetch + encode prompts -> jit rollout -> host: verify -> jit learn
 
 Only the two host stages touch numpy, and every crossing is explicit (`jax.device_get` of the
-indices and completion tokens, `jax.device_put` of prompts, rewards and successes); the rollout's
-sequences and log-probs stay on the devices between the rollout and the learner. Each phase is
-timed after blocking on its outputs (time_select, time_rollout, time_verify, time_update; the
-belief update and rescore are part of the learner step, so of time_update).
+replicated indices, global arrays built from each process's own prompt rows, each process's
+completion rows read back and verified there, the rewards all-gathered: host_data.py); the
+rollout's sequences and log-probs stay on the devices between the rollout and the learner.
+Each phase is timed after blocking on its outputs (time_select, time_rollout, time_verify,
+time_update; the belief update and rescore are part of the learner step, so of time_update).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from insight_jax import sharding as shd
-from insight_jax.rl.evaluate import encode_prompts, rollout_rewards
+from insight_jax.rl.evaluate import generate_for, rollout_rewards
+from insight_jax.rl.host_data import replicated
 from insight_jax.rl.rollout import Rollout
 from insight_jax.rl.setup import Components
 from insight_jax.rl.state import TrainState
@@ -26,10 +28,18 @@ from insight_jax.selection import successes_from_rewards, validate_update
 
 
 def _rollout(comps: Components, state: TrainState, indices: np.ndarray, key: jax.Array):
-    records = [comps.pool[int(i)] for i in indices]
-    texts = [comps.prompt(r) for r in records]
-    tokens, lengths = encode_prompts(comps.tokenizer, texts, comps.prompt_len)
-    return comps.rollout_engine.generate(state.model, tokens, lengths, key), records
+    """The rollout of the prompts `indices` (this process fetches and encodes its rows)."""
+    return generate_for(
+        comps.rollout_engine,
+        state.model,
+        comps.tokenizer,
+        lambda b: comps.pool[int(indices[b])],
+        len(indices),
+        comps.prompt,
+        comps.prompt_len,
+        comps.data_sharding,
+        key,
+    )
 
 
 @jax.jit
@@ -60,7 +70,7 @@ def rl_step(comps: Components, state: TrainState) -> tuple[TrainState, dict[str,
     times["time_rollout"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    rewards, _ = rollout_rewards(comps.tokenizer, comps.task, records, rollout, k)
+    rewards = rollout_rewards(comps.tokenizer, comps.task, records, rollout, k, len(idx))
     successes = _successes(comps, rewards)
     validate_update(comps.num_items, idx, successes, k, comps.config.selection.decay)
     times["time_verify"] = time.perf_counter() - t0
@@ -82,7 +92,7 @@ def _prompt_fields(rewards, successes, idx, seen, seen_s, seen_valid) -> dict[st
 
 def _learn(comps, state, rollout, prompt_fields, times, *, rollouts: int, rounds: int):
     t0 = time.perf_counter()  # the learner phase includes placing its per-prompt inputs
-    batch = {"rollout": rollout} | jax.device_put(prompt_fields, shd.replicated(comps.mesh))
+    batch = {"rollout": rollout} | replicated(prompt_fields, shd.replicated(comps.mesh))
     state, metrics = comps.fns.learn(state, batch)
     metrics = jax.device_get(metrics)
     jax.block_until_ready(state)
@@ -118,7 +128,7 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
         rollout, records = _rollout(comps, state, drawn[r * m : (r + 1) * m], keys[r])
         rollout = jax.block_until_ready(rollout)
         t2 = time.perf_counter()
-        rewards, _ = rollout_rewards(comps.tokenizer, comps.task, records, rollout, k)
+        rewards = rollout_rewards(comps.tokenizer, comps.task, records, rollout, k, m)
         verify_time += time.perf_counter() - t2
         rollout_time += t2 - t1
         parts.append(rollout)
@@ -131,7 +141,7 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
     # Mixed groups first, then the rest, each in draw order (stable sort).
     keep = np.argsort(~is_mixed, kind="stable")[:m]
     rows = (keep[:, None] * k + np.arange(k)[None]).reshape(-1)
-    rows = jax.device_put(rows, shd.replicated(comps.mesh))
+    rows = replicated(rows, shd.replicated(comps.mesh))
     kept = jax.device_put(_gather_groups(parts, rows), comps.data_sharding)
     used = len(rewards_all)
     seen = np.zeros(rounds * m, np.int32)

@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from insight_jax import workdir as wd
 from insight_jax.checkpointing import Checkpointer, committed_steps
@@ -63,6 +64,7 @@ def _evaluate(comps: Components, state: TrainState) -> dict[str, float]:
         comps.fns.eval_key(state),
         prompt=comps.policy.prompt,
         prompt_len=comps.prompt_len,
+        sharding=comps.data_sharding,
         batch_multiple=comps.batch_multiple,
         batch_size=c.eval.batch_size,
         success_threshold=c.selection.success_threshold,
@@ -205,20 +207,43 @@ def train_and_evaluate(
     log = log or (lambda msg: print(msg, flush=True))
     validate_config(config)
     workdir = Path(workdir).resolve()
-    with wd.WorkdirLock(workdir):
-        # Before claim() records the new config: a run cannot be shortened below its progress.
-        done = max(committed_steps(workdir / "checkpoints"), default=0)
-        last = config.warmstart.steps + config.rl.steps
-        if done > last:
-            raise ValueError(
-                f"{workdir} holds a checkpoint of step {done}, past this config's last step "
-                f"{last} (warmstart.steps + rl.steps): use rl.steps >= "
-                f"{done - config.warmstart.steps} or a new workdir"
-            )
-        if wd.claim(workdir, config.to_dict(), resume_safe=resume_safe_keys(config)):
-            log(f"continuing the run in {workdir}")
+    # Process 0 holds the workdir's lock and checks its config for all processes (they share
+    # the workdir); the others start once it has, or stop with it.
+    lock = wd.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        failure = None
+        if jax.process_index() == 0:
+            try:
+                _claim(config, workdir, log)
+            except Exception as e:
+                failure = e
+        if _any_process_failed(failure is not None):
+            if failure is not None:
+                raise failure
+            raise RuntimeError(f"process 0 refused the workdir {workdir}; see its error")
         with _logs_to(workdir / log_file if log_file else None):
             return _train(config, workdir, log)
+
+
+def _claim(config: ml_collections.ConfigDict, workdir: Path, log) -> None:
+    # Before claim() records the new config: a run cannot be shortened below its progress.
+    done = max(committed_steps(workdir / "checkpoints"), default=0)
+    last = config.warmstart.steps + config.rl.steps
+    if done > last:
+        raise ValueError(
+            f"{workdir} holds a checkpoint of step {done}, past this config's last step "
+            f"{last} (warmstart.steps + rl.steps): use rl.steps >= "
+            f"{done - config.warmstart.steps} or a new workdir"
+        )
+    if wd.claim(workdir, config.to_dict(), resume_safe=resume_safe_keys(config)):
+        log(f"continuing the run in {workdir}")
+
+
+def _any_process_failed(failed: bool) -> bool:
+    """Process 0's verdict, on every process (no-op with one process)."""
+    if jax.process_count() == 1:
+        return failed
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(failed)))
 
 
 @contextlib.contextmanager
@@ -250,15 +275,20 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
     start, state, source = _restore(comps, ckpt, cache, log)
     # Records after the restored step are replayed (deterministically) below: drop them first.
     # From scratch or from the warm-start cache, no record of this workdir describes the state.
-    repair_metrics(workdir / "metrics.jsonl", last_step=start if source == "checkpoint" else None)
-    writer = MetricWriter(workdir)
+    if jax.process_index() == 0:
+        repair_metrics(
+            workdir / "metrics.jsonl", last_step=start if source == "checkpoint" else None
+        )
+    writer = MetricWriter(workdir)  # process 0's creates metrics.jsonl
+    if jax.process_count() > 1:  # no process reads metrics.jsonl before it is repaired
+        multihost_utils.sync_global_devices("metrics repaired")
     wall0 = time.perf_counter()
     bar = progress(total, desc="train", initial=start)
 
     def record(t: int, metrics: dict[str, float]) -> None:
         check_finite(metrics, t)  # fail fast on NaN (the newest checkpoint stays a healthy one)
         writer.write_scalars(t, metrics)
-        if "eval_accuracy" in metrics:
+        if "eval_accuracy" in metrics and jax.process_index() == 0:
             writer.flush()
             _write_eval_tables(comps, read_metrics_jsonl(writer.jsonl_path))
 
@@ -292,21 +322,26 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
     writer.close()
     ckpt.close()
 
+    # The beliefs are sharded over the pool: every process takes part in gathering them.
     alpha, beta = (
-        x[: comps.num_items] for x in jax.device_get((state.beliefs.alpha, state.beliefs.beta))
+        np.asarray(multihost_utils.process_allgather(x, tiled=True))[: comps.num_items]
+        for x in (state.beliefs.alpha, state.beliefs.beta)
     )
-    np.savez(workdir / "final_beliefs.npz", alpha=alpha, beta=beta)
-    summary = _summary(comps, read_metrics_jsonl(workdir / "metrics.jsonl"), alpha, beta)
-    summary["wall_time_this_session_s"] = time.perf_counter() - wall0
-    if cache is not None:
-        summary["warm_start_cache"] = str(cache)
-    wd.write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=1))
-    try:
-        plot_learning_curves(
-            workdir / "metrics.jsonl",
-            workdir / "learning_curves.png",
-            keys=["eval_accuracy", "train_accuracy", "zero_var_frac", "sel_mean_evidence"],
-        )
-    except Exception as e:  # a missing curve must not lose a finished run
-        log(f"learning-curve plot failed: {e}")
-    return summary
+    if jax.process_index() == 0:  # the one writer of the workdir's files
+        np.savez(workdir / "final_beliefs.npz", alpha=alpha, beta=beta)
+        summary = _summary(comps, read_metrics_jsonl(workdir / "metrics.jsonl"), alpha, beta)
+        summary["wall_time_this_session_s"] = time.perf_counter() - wall0
+        if cache is not None:
+            summary["warm_start_cache"] = str(cache)
+        wd.write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=1))
+        try:
+            plot_learning_curves(
+                workdir / "metrics.jsonl",
+                workdir / "learning_curves.png",
+                keys=["eval_accuracy", "train_accuracy", "zero_var_frac", "sel_mean_evidence"],
+            )
+        except Exception as e:  # a missing curve must not lose a finished run
+            log(f"learning-curve plot failed: {e}")
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("summary written")
+    return json.loads((workdir / "summary.json").read_text())

@@ -22,6 +22,7 @@ import numpy as np
 
 from insight_jax.checkpointing import Checkpointer, CheckpointError
 from insight_jax.models.tokenizers import encode_batch
+from insight_jax.rl.host_data import local_rows, to_global
 from insight_jax.rl.setup import Components, to_dict
 from insight_jax.rl.state import TrainState
 
@@ -62,7 +63,11 @@ def warm_start_step(comps: Components, state: TrainState) -> tuple[TrainState, d
     """One supervised step on a random batch of pool prompts; metrics as device arrays."""
     fns = comps.fns
     indices = jax.device_get(fns.warm_indices(state))
-    batch = jax.device_put(warm_start_batch(comps, indices), comps.data_sharding)
+    rows = local_rows(comps.data_sharding, len(indices))  # this process builds its own rows
+    batch = {
+        name: to_global(x, rows, comps.data_sharding, len(indices))
+        for name, x in warm_start_batch(comps, indices[rows]).items()
+    }
     return fns.sft_step(state, batch)
 
 
