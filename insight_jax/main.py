@@ -66,7 +66,11 @@ def main(argv):
     # worker it starts (insight_jax/tasks/verifier_pool.py), which must not import the trainer.
     from insight_jax.rl import train
 
-    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, log_file="train.log")
+    try:
+        summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, log_file="train.log")
+    except train.Preempted:
+        return  # checkpointed; exit 0 so a scheduler restarts the same command
+
     import jax
 
     if jax.process_index() != 0:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -263,7 +264,54 @@ def _logs_to(path: Path | None):
         handler.close()
 
 
+class Preempted(Exception):
+    """The run stopped on SIGTERM after checkpointing step `step`; rerunning resumes it."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped by SIGTERM after step {step} (checkpointed)")
+        self.step = step
+
+
+class _Preemption:
+    """SIGTERM (TPU maintenance, spot preemption) asks the loop to stop after the step it is in.
+    The handler only sets a flag; `requested()` is every process's agreement (any process's
+    signal stops all of them after the same step)."""
+
+    def __init__(self):
+        self._flag = False
+        self._previous = None
+
+    def __enter__(self):
+        self._flag = False
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, the default action stays
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum, frame):
+        self._flag = True
+
+    def requested(self) -> bool:
+        if jax.process_count() == 1:
+            return self._flag
+        flags = multihost_utils.process_allgather(np.int32(self._flag))
+        return bool(np.any(flags))
+
+
+preemption = _Preemption()
+
+
 def _train(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
+    with preemption:
+        return _train_steps(c, workdir, log)
+
+
+def _train_steps(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
     comps = setup.build(c, workdir)
     ckpt = Checkpointer(
         workdir / "checkpoints",
@@ -315,9 +363,16 @@ def _train(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, Any]:
             bar.set_postfix(acc=f"{metrics['eval_accuracy']:.3f}")
         record(t, metrics)
         bar.update(1)
-        if ckpt.should_save(t) or t == total:
+        stop = preemption.requested()  # every process stops after the same step
+        if ckpt.should_save(t) or t == total or stop:
             writer.flush()  # every record of t is on disk before the checkpoint of t
-            ckpt.save(t, state, {"step": t}, force=t == total)
+            ckpt.save(t, state, {"step": t}, force=t == total or stop)
+        if stop:
+            bar.close()
+            writer.close()
+            ckpt.close()
+            log(f"stopped by SIGTERM after step {t}, checkpointed; the same command resumes")
+            raise Preempted(t)
     bar.close()
     writer.close()
     ckpt.close()
