@@ -39,6 +39,7 @@ topology's mesh cannot split), 3 a compile error that is not a lack of memory.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -86,6 +87,7 @@ flags.DEFINE_string(
     "model_preset", "", f"Model shape from a preset instead of model.path ({', '.join(PRESETS)})."
 )
 flags.DEFINE_integer("num_items", 0, "RL pool size N (0: from the config, see the docstring).")
+flags.DEFINE_string("json_out", "", "Also write the report as JSON to this file.")
 
 
 class UsageError(ValueError):
@@ -437,6 +439,26 @@ def run_check(
     tokens, lengths = prompt_inputs(m, prompt_len, mesh, rules)
     rollout = jax.eval_shape(generate, model, tokens, lengths, key)
 
+    info = dict(
+        topology=topology,
+        num_slices=num_slices,
+        device_kind=devices[0].device_kind,
+        num_devices=len(devices),
+        mesh=dict(mesh.shape),
+        hbm_bytes=hbm,
+        model=shape.source,
+        num_params=shape.config.num_params(),
+        prompt_len=prompt_len,
+        max_new_tokens=c.rl.max_new_tokens,
+        num_items=n,
+        state_bytes_per_device=state_bytes,
+    )
+    if state_bytes > hbm:  # every step holds the whole state: nothing to compile
+        note = (
+            f"the TrainState alone needs {size(state_bytes)} per device, more than the "
+            f"{size(hbm)} of HBM: no step compiled"
+        )
+        return dict(info, steps=[], skipped=[], fits=False, table=note)
     resident = state_bytes - model_bytes  # a sampler takes only the model
     devs = len(devices)
     flops = lambda name, rows: model_flops(name, shape.config, c, rows, prompt_len) / devs
@@ -464,18 +486,7 @@ def run_check(
         sft_flops = flops("warm_start", rows)
         reports.append(compile_step("warm_start", fns.sft_step, (state, batch), 0, hbm, sft_flops))
     return dict(
-        topology=topology,
-        num_slices=num_slices,
-        device_kind=devices[0].device_kind,
-        num_devices=len(devices),
-        mesh=dict(mesh.shape),
-        hbm_bytes=hbm,
-        model=shape.source,
-        num_params=shape.config.num_params(),
-        prompt_len=prompt_len,
-        max_new_tokens=c.rl.max_new_tokens,
-        num_items=n,
-        state_bytes_per_device=state_bytes,
+        info,
         steps=[dataclasses.asdict(r) for r in reports],
         skipped=skipped,
         fits=all(r.fits for r in reports),
@@ -529,6 +540,8 @@ def main(argv: list[str]) -> int:
     for s in r["skipped"]:
         print(f"not checked: {s}")
     print("fits" if r["fits"] else "DOES NOT FIT")
+    if FLAGS.json_out:
+        Path(FLAGS.json_out).write_text(json.dumps(r, indent=2))
     return EXIT_FITS if r["fits"] else EXIT_DOES_NOT_FIT
 
 
