@@ -24,6 +24,7 @@ from insight_jax.rl.host_data import replicated
 from insight_jax.rl.rollout import Rollout
 from insight_jax.rl.setup import Components
 from insight_jax.rl.state import TrainState
+from insight_jax.rl.throughput import peak_flops, rl_step_flops
 from insight_jax.selection import successes_from_rewards, validate_update
 
 
@@ -99,7 +100,33 @@ def _learn(comps, state, rollout, prompt_fields, times, *, rollouts: int, rounds
     times["time_update"] = time.perf_counter() - t0
     out = {k: float(v) for k, v in metrics.items()}
     out.update(rollouts=float(rollouts), sampling_rounds=float(rounds), **times)
+    out.update(_throughput(comps, out, rollouts))
     return state, out
+
+
+def _throughput(comps: Components, m: dict[str, float], rollouts: int) -> dict[str, float]:
+    """Generated tokens/s of the rollout, model TFLOP/s of the step and MFU (throughput.py;
+    MFU only on chips with a known peak). Counts the learner's batch (the kept groups)."""
+    c = comps.config
+    batch = c.rl.batch_size * c.rl.num_rollouts
+    rollout_flops, learner_flops = rl_step_flops(
+        comps.policy.model_config,
+        num_sequences=batch,
+        num_samples=c.rl.num_rollouts,
+        prompt_len=m["prompt_len"],
+        completion_len=m["completion_len"],
+        ppo_epochs=c.rl.num_ppo_epochs,
+        reference_forward=c.rl.kl_coef > 0,
+    )
+    seconds = m["time_rollout"] + m["time_update"]
+    out = {
+        "tokens_per_s": rollouts * m["completion_len"] / max(m["time_rollout"], 1e-9),
+        "model_tflops_per_s": (rollout_flops + learner_flops) / max(seconds, 1e-9) / 1e12,
+    }
+    peak = peak_flops(jax.devices()[0].device_kind)
+    if peak is not None:
+        out["mfu"] = out["model_tflops_per_s"] * 1e12 / (peak * jax.device_count())
+    return out
 
 
 def mixed_groups(rewards: np.ndarray) -> np.ndarray:

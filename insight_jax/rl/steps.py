@@ -283,6 +283,7 @@ def make_step_fns(
             "sel_mean_evidence": jnp.mean(a_sel + b_sel),
             "sel_success_rate": jnp.mean(batch["successes"]) / s.num_rollouts,
             "completion_len": jnp.mean(ro.lengths),
+            "prompt_len": jnp.mean(jnp.sum(ro.sequence_mask[:, : ro.prompt_len], axis=-1)),
         }
         new = state.replace(
             model=params, opt=opt, beliefs=beliefs, scores=scores, step=state.step + 1
