@@ -52,6 +52,10 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# libtpu takes a machine-wide lock (/tmp/libtpu_lockfile) for the chips it drives; a compile
+# for a described topology drives none, so checks (and tests) may run side by side.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -503,7 +507,8 @@ def format_table(reports: list[StepReport], hbm: int) -> str:
 def main(argv: list[str]) -> int:
     try:
         FLAGS(argv)
-    except flags.Error as e:
+    # config_flags reports an unknown override key as KeyError / AttributeError.
+    except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
         print(f"aot_check: {e}", file=sys.stderr)
         return EXIT_BAD_ARGS
     if FLAGS.config is None or not FLAGS.topology:
