@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,17 +72,24 @@ def check(model: str, topology: str, timeout: float) -> dict:
     return dict(status="fits" if report["fits"] else "does not fit", wall_s=wall, report=report)
 
 
-def peak(row: dict) -> str:
-    """The largest step total per device, and which step."""
+def cell(row: dict | None) -> str:
+    """One table cell: 'yes 11.2G (rollout)' (the largest step total per device), or why not:
+    the first step the compiler refused and the temporaries it asked for."""
+    if row is None:
+        return "not run"
     report = row.get("report")
     if not report:
         return row["status"]
     if not report["steps"]:
-        return f"state {report['state_bytes_per_device'] / GIB:.1f}G > HBM"
-    worst = max(report["steps"], key=lambda s: (bool(s["error"]), s["total_bytes"]))
-    if worst["error"]:
-        return f"{worst['name']}: compiler OOM"
-    return f"{worst['total_bytes'] / GIB:.1f}G ({worst['name']})"
+        return f"no: state {report['state_bytes_per_device'] / GIB:.1f}G > HBM"
+    refused = [s for s in report["steps"] if s["error"]]
+    if refused:
+        asked = re.search(r"temporaries \(([0-9.]+)G\)", refused[0]["error"])
+        need = f" {float(asked.group(1)):.0f}G temps" if asked else ""
+        return f"no: {refused[0]['name']} OOM{need}"
+    worst = max(report["steps"], key=lambda s: s["total_bytes"])
+    verdict = "yes" if report["fits"] else "no"
+    return f"{verdict} {worst['total_bytes'] / GIB:.1f}G ({worst['name']})"
 
 
 def smallest(rows: dict, model: str) -> str:
@@ -93,16 +101,13 @@ def smallest(rows: dict, model: str) -> str:
 
 
 def table(rows: dict) -> str:
-    names = [TOPOLOGIES[t][0] for t in TOPOLOGIES]
-    lines = [f"{'model':<20}" + "".join(f"{n:>24}" for n in names) + "   smallest that fits"]
+    """A Markdown table: a row per model, a column per slice."""
+    names = [f"{TOPOLOGIES[t][0]} ({t})" for t in TOPOLOGIES]
+    lines = ["| model | " + " | ".join(names) + " | smallest that fits |"]
+    lines.append("|---" * (len(names) + 2) + "|")
     for model in MODELS:
-        cells = []
-        for t in TOPOLOGIES:
-            row = rows.get(f"{model}@{t}")
-            cells.append("not run" if row is None else f"{row['status'][:4]} {peak(row)}")
-        lines.append(
-            f"{model:<20}" + "".join(f"{c:>24}" for c in cells) + f"   {smallest(rows, model)}"
-        )
+        cells = [cell(rows.get(f"{model}@{t}")) for t in TOPOLOGIES]
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {smallest(rows, model)} |")
     return "\n".join(lines)
 
 
@@ -112,9 +117,13 @@ def main():
     p.add_argument("--topologies", default=",".join(TOPOLOGIES))
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per check")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--table_only", action="store_true", help="reprint the table of --out")
     args = p.parse_args()
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
+    if args.table_only:
+        print(table(results["rows"]))
+        return
     results["meta"] = dict(loadavg_start=os.getloadavg(), argv=sys.argv[1:])
     for model in args.models.split(","):
         for topology in args.topologies.split(","):
@@ -122,7 +131,7 @@ def main():
                 p.error(f"unknown model {model!r} or topology {topology!r}")
             row = check(model, topology, args.timeout)
             results["rows"][f"{model}@{topology}"] = row
-            print(f"{model} on {topology}: {row['status']}, {peak(row)}, {row['wall_s']:.0f} s")
+            print(f"{model} on {topology}: {cell(row)}, {row['wall_s']:.0f} s")
             if row.get("report"):
                 print(row["report"]["table"])
             out.write_text(json.dumps(results, indent=2))  # after each check: partial runs count
