@@ -84,8 +84,8 @@ def cell(row: dict | None) -> str:
         return f"no: state {report['state_bytes_per_device'] / GIB:.1f}G > HBM"
     refused = [s for s in report["steps"] if s["error"]]
     if refused:
-        asked = re.search(r"temporaries \(([0-9.]+)G\)", refused[0]["error"])
-        need = f" {float(asked.group(1)):.0f}G temps" if asked else ""
+        asked = re.search(r"temporaries \(([0-9.]+[GT])\)", refused[0]["error"])
+        need = f" {asked.group(1)} temps" if asked else ""
         return f"no: {refused[0]['name']} OOM{need}"
     worst = max(report["steps"], key=lambda s: s["total_bytes"])
     verdict = "yes" if report["fits"] else "no"
