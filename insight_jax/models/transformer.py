@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -754,6 +755,7 @@ def token_logprobs(
     *,
     temperature: float = 1.0,
     return_entropy: bool = False,
+    shard_rows: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Per-token log-probs of tokens[:, 1:] given the prefix, at temperature T.
 
@@ -764,7 +766,10 @@ def token_logprobs(
 
     With ``config.logits_chunk = C > 0`` the float32 logits exist C positions at a time
     ([B, C, V], recomputed in the backward pass): at a 152k vocabulary the whole [B, L, V]
-    would be the largest tensor of the step by far.
+    would be the largest tensor of the step by far. ``shard_rows`` (a sharding constraint on the
+    batch rows, from a caller that knows the mesh) is applied to each chunk's hidden states and
+    logits: sharding propagation does not reach into the chunk loop, and without it every
+    device would compute the logits of the whole batch.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -772,8 +777,10 @@ def token_logprobs(
     hidden, _ = model.hidden(tokens, attention_mask=mask)
     hidden, targets, target_mask = hidden[:, :-1], tokens[:, 1:], mask[:, 1:]
 
+    constrain = shard_rows or (lambda x: x)
+
     def score(h, tgt):
-        logits = model.unembed(h)
+        logits = constrain(model.unembed(constrain(h)))
         ent = entropy_from_logits(logits, temperature) if return_entropy else None
         return logprobs_from_logits(logits, tgt, temperature), ent
 

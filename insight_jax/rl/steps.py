@@ -83,8 +83,11 @@ def sft_loss(params, graphdef, tokens, mask, loss_mask):
     return -jnp.sum(jnp.where(loss_mask, lp, 0.0)) / jnp.maximum(jnp.sum(loss_mask), 1)
 
 
-def grpo_minibatch_loss(params, graphdef, mb, grpo: GRPOConfig, temperature: float):
-    """GRPO objective of one minibatch (grpo.grpo_objective) at the current parameters."""
+def grpo_minibatch_loss(
+    params, graphdef, mb, grpo: GRPOConfig, temperature: float, shard_rows=None
+):
+    """GRPO objective of one minibatch (grpo.grpo_objective) at the current parameters;
+    `shard_rows` keeps the log-prob chunks split over the batch axes (token_logprobs)."""
     need_entropy = grpo.entropy_coef != 0.0
     out = token_logprobs(
         nnx.merge(graphdef, params),
@@ -92,6 +95,7 @@ def grpo_minibatch_loss(params, graphdef, mb, grpo: GRPOConfig, temperature: flo
         mb["sequence_mask"],
         temperature=temperature,
         return_entropy=need_entropy,
+        shard_rows=shard_rows,
     )
     lp, ent = out if need_entropy else (out, None)
     return grpo_objective(
@@ -160,6 +164,9 @@ def make_step_fns(
     repl = shd.replicated(mesh)
     grpo = s.grpo
     st_sh = state_shardings
+
+    def shard_rows(x):
+        return jax.lax.with_sharding_constraint(x, data)
 
     def apply(optimizer, params, opt_state, grads):
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -249,7 +256,7 @@ def make_step_fns(
                 jax.tree.map(lambda x: x[take], data_fields), data
             )
             (_, aux), grads = jax.value_and_grad(grpo_minibatch_loss, has_aux=True)(
-                params, graphdef, mb, grpo, s.temperature
+                params, graphdef, mb, grpo, s.temperature, shard_rows
             )
             params, opt = apply(rl_optimizer, params, opt, grads)
             return (params, opt), {**aux, "grad_norm": optax.tree.norm(grads)}
