@@ -47,9 +47,8 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    # The repository root holds configs/ and the package; libtpu would look for a local TPU,
-    # and the check needs only its compiler.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # libtpu would look for a local TPU, and the check needs only its compiler. (configs/ and
+    # the package import from anywhere once installed: pip install -e .)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # libtpu takes a machine-wide lock (/tmp/libtpu_lockfile) for the chips it drives; a compile
