@@ -46,5 +46,7 @@ def test_an_rl_step_reports_throughput(tmp_path, devices):
         state, _ = warmstart.warm_start_step(comps, state)
     state = comps.fns.start_rl(state)
     _, m = rl_step(comps, state)
-    assert m["tokens_per_s"] > 0 and m["model_tflops_per_s"] > 0
-    assert 1 <= m["prompt_len"] <= comps.prompt_len and "mfu" not in m  # no peak for a CPU
+    assert m["time_rollout_tokens_per_s"] > 0 and m["time_step_tflops_per_s"] > 0
+    assert (
+        1 <= m["prompt_len"] <= comps.prompt_len and "time_step_mfu" not in m
+    )  # no peak for a CPU

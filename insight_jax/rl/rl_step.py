@@ -106,7 +106,8 @@ def _learn(comps, state, rollout, prompt_fields, times, *, rollouts: int, rounds
 
 def _throughput(comps: Components, m: dict[str, float], rollouts: int) -> dict[str, float]:
     """Generated tokens/s of the rollout, model TFLOP/s of the step and MFU (throughput.py;
-    MFU only on chips with a known peak). Counts the learner's batch (the kept groups)."""
+    MFU only on chips with a known peak). Counts the learner's batch (the kept groups). Named
+    time_* as every wall-clock-derived metric, so comparisons of runs can leave them out."""
     c = comps.config
     batch = c.rl.batch_size * c.rl.num_rollouts
     rollout_flops, learner_flops = rl_step_flops(
@@ -120,12 +121,12 @@ def _throughput(comps: Components, m: dict[str, float], rollouts: int) -> dict[s
     )
     seconds = m["time_rollout"] + m["time_update"]
     out = {
-        "tokens_per_s": rollouts * m["completion_len"] / max(m["time_rollout"], 1e-9),
-        "model_tflops_per_s": (rollout_flops + learner_flops) / max(seconds, 1e-9) / 1e12,
+        "time_rollout_tokens_per_s": rollouts * m["completion_len"] / max(m["time_rollout"], 1e-9),
+        "time_step_tflops_per_s": (rollout_flops + learner_flops) / max(seconds, 1e-9) / 1e12,
     }
     peak = peak_flops(jax.devices()[0].device_kind)
     if peak is not None:
-        out["mfu"] = out["model_tflops_per_s"] * 1e12 / (peak * jax.device_count())
+        out["time_step_mfu"] = out["time_step_tflops_per_s"] * 1e12 / (peak * jax.device_count())
     return out
 
 
