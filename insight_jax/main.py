@@ -73,7 +73,15 @@ def main(argv):
 
     import jax
 
-    if jax.process_index() != 0:
+    process = jax.process_index()
+    if jax.process_count() > 1:
+        # Every process leaves together, before exit handlers run (a process still busy in
+        # one while another waits at jax.distributed's shutdown barrier can time it out).
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("end of run")
+        jax.distributed.shutdown()
+    if process != 0:
         return
     print("\n== summary ==")
     for key, value in summary.items():
