@@ -25,7 +25,7 @@ from insight_jax.tasks.multiple_choice import (
     choice_letter,
 )
 
-MAX_SECONDS_PER_CALL = 0.05
+MAX_SECONDS_PER_CALL = 0.5
 MB = 1_000_000
 
 
