@@ -66,7 +66,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     monkeypatch.setenv("INSIGHT_NOTEBOOK_SMOKE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend emits PNGs
     monkeypatch.setenv(
         "XLA_FLAGS",
         os.environ.get("XLA_FLAGS", "")
