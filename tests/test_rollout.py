@@ -10,6 +10,7 @@ from flax import nnx
 from insight_jax import sharding as shd
 from insight_jax.models.tokenizers import CharTokenizer, encode_batch
 from insight_jax.models.transformer import Transformer, TransformerConfig, token_logprobs
+from insight_jax.rl import engines
 from insight_jax.rl import rollout as ro
 
 TOK = CharTokenizer()
@@ -191,14 +192,16 @@ def test_dense_engine_is_the_sampler(model, prompts):
     settings = ro.SamplingSettings(
         max_new_tokens=5, num_samples=2, temperature=1.0, top_p=0.9, eos_ids=(), pad_id=0
     )
-    engine = ro.make_rollout_engine("dense", nnx.graphdef(model), settings, mesh, shd.DEFAULT_RULES)
+    engine = engines.make_rollout_engine(
+        "dense", nnx.graphdef(model), settings, mesh, shd.DEFAULT_RULES
+    )
     tokens, lengths = (np.asarray(x) for x in prompts)
     got = engine.generate(nnx.state(model), tokens, lengths, jax.random.key(3))
     want = ro.sample(model, *prompts, jax.random.key(3), max_new_tokens=5, num_samples=2, top_p=0.9)
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_allclose(got.logprobs, want.logprobs, atol=2e-5)
     with pytest.raises(ValueError, match="unknown rollout engine"):
-        ro.make_rollout_engine("paged", nnx.graphdef(model), settings, mesh, shd.DEFAULT_RULES)
+        engines.make_rollout_engine("paged", nnx.graphdef(model), settings, mesh, shd.DEFAULT_RULES)
 
 
 def test_long_responses_match_the_full_forward():

@@ -28,7 +28,10 @@ token). Keys are attended iff they are real tokens and not in the future (by slo
 and right padding both work. RoPE positions are passed explicitly; the default (and the
 convention everything here uses) is ``position = number of real tokens before this one``.
 With a cache, the T new keys/values are written at slots ``[cache.index, cache.index + T)`` of
-fixed-size buffers, so a decode loop has static shapes.
+fixed-size buffers, so a decode loop has static shapes. A cache may instead carry one write slot
+per row (``index`` of shape [B], one token per call): the continuous-batching engine
+(rl/continuous.py) refills finished rows with new prompts, so rows sit at different depths; its
+decode attention then reads only the slots below the deepest row (``blocked_decode_attention``).
 """
 
 from __future__ import annotations
@@ -311,6 +314,80 @@ def gqa_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> 
     return out.reshape(b, t, h, d)
 
 
+# Slots per block of ``blocked_decode_attention``: large enough that a block's matmul amortises
+# the loop step, small enough that a short row reads little past its last token.
+DECODE_BLOCK = 128
+
+
+def _decode_block(num_slots: int) -> int:
+    """The block size for a cache of ``num_slots`` slots: DECODE_BLOCK when it divides them (the
+    continuous engine pads its caches to a multiple), else the whole cache as one block."""
+    return DECODE_BLOCK if num_slots % DECODE_BLOCK == 0 else num_slots
+
+
+def blocked_decode_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, num_slots: jax.Array, block: int
+) -> jax.Array:
+    """``gqa_attention`` for one query per row that reads only the first ``num_slots`` slots.
+
+    q: [B, 1, H, D]; k, v: [B, S, K, D]; mask: [B, 1, S] bool; num_slots: [] int32, a traced
+    bound (slots >= num_slots must be masked for every row); block divides S. Keys are read in
+    blocks of ``block`` slots, ceil(num_slots / block) of them (a dynamic trip count), so a
+    step's cost follows the tokens present, not the cache size. Two passes over the blocks:
+        pass 1:  m = max_j max s_j,  Z = sum_j sum exp(s_j - m)     (scores s_j in float32)
+        pass 2:  out = sum_j round(exp(s_j - m) / Z) v_j
+    where round() casts the probabilities to v's dtype before the product, as ``gqa_attention``
+    does: in bf16 the sampler then rounds like the learner's full forward (a one-pass online
+    softmax, rescaling unnormalised bf16 terms, leaves the two ~1e-2 apart in log-prob on a
+    peaked model), at the price of computing q.k twice. Returns [B, 1, H, D] in q.dtype.
+    """
+    b, t, h, d = q.shape
+    if t != 1:
+        raise ValueError(f"blocked decode attention takes one query per row, got {t}")
+    s, kv_heads = k.shape[1], k.shape[2]
+    if s % block:
+        raise ValueError(f"block {block} does not divide the {s} cache slots")
+    g = h // kv_heads
+    q = q.reshape(b, kv_heads, g, d)
+    mask = mask[:, 0]
+    num_blocks = (num_slots + block - 1) // block
+
+    def scores_of(j):
+        start = j * block
+        kb = jax.lax.dynamic_slice_in_dim(k, start, block, axis=1)
+        mb = jax.lax.dynamic_slice_in_dim(mask, start, block, axis=1)
+        scores = jnp.einsum("bkgd,bskd->bkgs", q, kb, preferred_element_type=jnp.float32)
+        scores = scores * (1.0 / math.sqrt(d))
+        return jnp.where(mb[:, None, None, :], scores, _MASK_VALUE), start
+
+    def normaliser(j, carry):
+        m, z = carry
+        scores, _ = scores_of(j)
+        m_new = jnp.maximum(m, jnp.max(scores, axis=-1))
+        return m_new, z * jnp.exp(m - m_new) + jnp.sum(jnp.exp(scores - m_new[..., None]), -1)
+
+    stats = (jnp.full((b, kv_heads, g), -jnp.inf), jnp.zeros((b, kv_heads, g)))
+    m, z = jax.lax.fori_loop(0, num_blocks, normaliser, stats)
+
+    def accumulate(j, acc):
+        scores, start = scores_of(j)
+        probs = (jnp.exp(scores - m[..., None]) / z[..., None]).astype(v.dtype)
+        vb = jax.lax.dynamic_slice_in_dim(v, start, block, axis=1)
+        return acc + jnp.einsum("bkgs,bskd->bkgd", probs, vb, preferred_element_type=jnp.float32)
+
+    acc = jax.lax.fori_loop(0, num_blocks, accumulate, jnp.zeros((b, kv_heads, g, d)))
+    return acc.astype(q.dtype).reshape(b, 1, h, d)
+
+
+def _put_per_row(buf: jax.Array, x: jax.Array, index: jax.Array) -> jax.Array:
+    """buf[r, index[r]] = x[r, 0] for every row r (buf: [B, S, ...], x: [B, 1, ...]).
+
+    A vmapped dynamic_update_slice: a scatter with the row as a batch dimension, so a cache
+    split over rows is updated where it lives."""
+    put = lambda b_, x_, i: jax.lax.dynamic_update_slice_in_dim(b_, x_, i, axis=0)
+    return jax.vmap(put)(buf, x, index)
+
+
 def default_positions(attention_mask: jax.Array, offset: jax.Array | None = None) -> jax.Array:
     """position = (real tokens before this one) + offset; padding gets the previous position.
 
@@ -336,6 +413,8 @@ class KVCache(NamedTuple):
     key_mask:  [B, S] bool, slot holds a real (non-padding) token.
     index:     [] int32, slots written so far; the next T tokens go to [index, index + T).
                Shared by the batch: every row writes one slot per token fed, padding included.
+               Or [B] int32: row r's next token goes to slot index[r] (one token per call; the
+               continuous-batching engine, rl/continuous.py).
     lengths:   [B] int32, real tokens per row = the RoPE position of the row's next token.
     """
 
@@ -505,6 +584,19 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         rope = (self.config.rope_theta, self.config.rope_scaling)
         q, k = apply_rope(q, positions, *rope), apply_rope(k, positions, *rope)
+        if kv is not None and index.ndim == 1:  # one write slot per row
+            k_buf = _put_per_row(kv[0], k.astype(kv[0].dtype), index)
+            v_buf = _put_per_row(kv[1], v.astype(kv[1].dtype), index)
+            # No row sees past its own slot, so slots > max(index) are never read.
+            out = blocked_decode_attention(
+                q,
+                k_buf.astype(q.dtype),
+                v_buf.astype(q.dtype),
+                mask,
+                jnp.max(index) + 1,
+                _decode_block(k_buf.shape[1]),
+            )
+            return self.o_proj(out), (k_buf, v_buf)
         if kv is not None:
             k_buf, v_buf = kv
             start = (0, index, 0, 0)
@@ -665,8 +757,14 @@ class Transformer(nnx.Module):
             if t > cache.max_len:
                 raise ValueError(f"{t} tokens do not fit a cache of {cache.max_len} slots")
             index = cache.index
-            key_mask = jax.lax.dynamic_update_slice(cache.key_mask, attention_mask, (0, index))
-            query_slots = index + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+            if index.ndim == 1:  # one write slot per row
+                if t != 1:
+                    raise ValueError(f"a cache with a write slot per row takes 1 token, got {t}")
+                key_mask = _put_per_row(cache.key_mask, attention_mask, index)
+                query_slots = index[:, None]
+            else:
+                key_mask = jax.lax.dynamic_update_slice(cache.key_mask, attention_mask, (0, index))
+                query_slots = index + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
             mask = make_attention_mask(key_mask, query_slots, cache.max_len)
 
         x = self.embed_tokens(tokens)

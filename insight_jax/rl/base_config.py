@@ -126,7 +126,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Advantages divided by the group's reward std (GRPO); False = Dr.GRPO (centred only; pair it
     # with aggregation "token_sum_norm").
     c.rl.normalize_std = True
-    c.rl.rollout_engine = "dense"  # rollout implementation ("dense": the only one registered)
+    # Rollout implementation (rl/engines.py): "continuous" refills finished rows' decode slots
+    # with waiting rollouts and attends over filled cache slots only; "dense" steps every row
+    # until the longest ends (the reference; same tokens up to float rounding).
+    c.rl.rollout_engine = "dense"
+    # Decode slots of the continuous engine per rollout call (0: one per rollout, B * K); fewer
+    # slots than rollouts queue the rest, so the loop runs ~ total tokens / slots steps.
+    c.rl.rollout_slots = 0
     c.rl.num_minibatches = 2  # optimizer steps per PPO epoch ((M K) % this == 0)
     c.rl.num_ppo_epochs = 1
 

@@ -12,9 +12,10 @@ from insight_jax import sharding as shd
 from insight_jax.models.tokenizers import encode_batch
 from insight_jax.models.transformer import Transformer
 from insight_jax.rl.base_config import get_base_config
+from insight_jax.rl.engines import make_rollout_engine
 from insight_jax.rl.evaluate import EvalSet, evaluate_sets, pass_ks
 from insight_jax.rl.policy import Policy, initial_model_state, policy_from_config
-from insight_jax.rl.rollout import SamplingSettings, make_rollout_engine
+from insight_jax.rl.rollout import SamplingSettings
 from insight_jax.rl.train import restore_run
 from insight_jax.rl.validate import as_rules
 from insight_jax.tasks import get_task
@@ -95,6 +96,7 @@ def evaluate_checkpoint(
             pad_id=policy.tokenizer.pad_id,
         ),
         rollout_engine=c.rl.rollout_engine,
+        num_slots=c.rl.rollout_slots,
         batch_size=batch_size,
         seed=seed,
         threshold=c.selection.success_threshold,
@@ -122,11 +124,14 @@ def _run(
     settings,
     *,
     rollout_engine,
+    num_slots,
     batch_size,
     seed,
     threshold,
 ) -> dict[str, dict[str, Any]]:
-    engine = make_rollout_engine(rollout_engine, graphdef, settings, mesh, rules)
+    engine = make_rollout_engine(
+        rollout_engine, graphdef, settings, mesh, rules, num_slots=num_slots
+    )
     prompt_len = max(  # the longest prompt, BOS included
         int(encode_batch(policy.tokenizer, [policy.prompt(s.task, r) for r in s.records])[1].max())
         for s in sets

@@ -345,8 +345,8 @@ class RolloutEngine(Protocol):
     An engine is built once per run from (graphdef, settings, mesh, rules), so it can compile
     and hold whatever it needs; `generate` takes the policy's parameter state (an nnx.State laid
     out as the learner keeps it), host prompts and a key, and returns device arrays split over
-    the batch axes. Another engine (e.g. continuous batching) plugs in by registering a factory
-    in ROLLOUT_ENGINES under a name that `rl.rollout_engine` can select.
+    the batch axes. Engines are registered in rl/engines.py under the names `rl.rollout_engine`
+    selects.
     """
 
     settings: SamplingSettings
@@ -373,18 +373,6 @@ class DenseEngine:
         _check_prompts(prompt_tokens, prompt_lengths, self.mesh, self.rules)
         tokens, lengths = jax.device_put((prompt_tokens, prompt_lengths), self._data)
         return self._fn(model_state, tokens, lengths, key)
-
-
-ROLLOUT_ENGINES = {"dense": DenseEngine}
-
-
-def make_rollout_engine(
-    name: str, graphdef, settings: SamplingSettings, mesh: Mesh, rules
-) -> RolloutEngine:
-    """The registered engine `name` (see ROLLOUT_ENGINES), built once for a run."""
-    if name not in ROLLOUT_ENGINES:
-        raise ValueError(f"unknown rollout engine {name!r}; registered: {sorted(ROLLOUT_ENGINES)}")
-    return ROLLOUT_ENGINES[name](graphdef, settings, mesh, rules)
 
 
 def sample(

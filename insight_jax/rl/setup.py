@@ -22,9 +22,10 @@ from insight_jax.models.tokenizers import Tokenizer, encode_batch
 from insight_jax.models.transformer import Transformer, TransformerConfig
 from insight_jax.rl import grpo as grpo_lib
 from insight_jax.rl.data import load_data
+from insight_jax.rl.engines import make_rollout_engine
 from insight_jax.rl.evaluate import EvalSet
 from insight_jax.rl.policy import Policy, initial_model_state, policy_from_config
-from insight_jax.rl.rollout import RolloutEngine, SamplingSettings, make_rollout_engine
+from insight_jax.rl.rollout import RolloutEngine, SamplingSettings
 from insight_jax.rl.state import TrainState
 from insight_jax.rl.steps import StepFns, StepSettings, make_step_fns, train_state_shardings
 from insight_jax.rl.validate import ConfigError, as_rules
@@ -248,7 +249,9 @@ def build_steps(
             eos_ids=eos_ids,
             pad_id=pad_id,
         )
-        return make_rollout_engine(rl.rollout_engine, graphdef, sampling, mesh, rules)
+        return make_rollout_engine(
+            rl.rollout_engine, graphdef, sampling, mesh, rules, num_slots=rl.rollout_slots
+        )
 
     # The loaded weights are donated: the state's model reuses their buffers.
     jitted_init = jax.jit(init, out_shardings=state_sh, donate_argnums=0)

@@ -27,9 +27,9 @@ import numpy as np
 from insight_jax import sharding as shd
 from insight_jax.models.transformer import PRESETS, REMAT_POLICIES, TransformerConfig
 from insight_jax.rl.data import eval_specs
+from insight_jax.rl.engines import ROLLOUT_ENGINES
 from insight_jax.rl.grpo import AGGREGATIONS, KL_ESTIMATORS
 from insight_jax.rl.policy import CHAT_TEMPLATE_MODES, NUMERIC_KEYS, policy_from_config
-from insight_jax.rl.rollout import ROLLOUT_ENGINES
 from insight_jax.selection import MAX_ROLLOUTS, SCORER_NAMES, get_scorer
 from insight_jax.selection.beliefs import SuccessRule
 from insight_jax.tasks import get_task, list_tasks
@@ -413,7 +413,14 @@ def validate_config(config: Any) -> None:
     _real(config, "rl.kl_coef", 0.0)
     _choice(config, "rl.kl_kind", tuple(KL_ESTIMATORS))
     _bool(config, "rl.normalize_std")
-    _choice(config, "rl.rollout_engine", tuple(ROLLOUT_ENGINES))
+    engine = _choice(config, "rl.rollout_engine", tuple(ROLLOUT_ENGINES))
+    if _int(config, "rl.rollout_slots", 0) and engine != "continuous":
+        raise ConfigError(
+            "rl.rollout_slots",
+            config.rl.rollout_slots,
+            f'0: decode slots are a setting of the "continuous" rollout engine, not of '
+            f'{engine!r} (set rl.rollout_engine="continuous" or rl.rollout_slots=0)',
+        )
     minibatches = _int(config, "rl.num_minibatches", 1)
     _int(config, "rl.num_ppo_epochs", 1)
 
