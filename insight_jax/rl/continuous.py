@@ -42,6 +42,7 @@ from insight_jax.rl.rollout import (
     _check_settings,
     _repeat_prompts,
     _rollout,
+    replicated_key,
     select_tokens,
 )
 
@@ -256,7 +257,7 @@ class ContinuousEngine:
     def generate(self, model_state, prompt_tokens, prompt_lengths, key: jax.Array) -> Rollout:
         _check_prompts(prompt_tokens, prompt_lengths, self.mesh, self.rules)
         tokens, lengths = jax.device_put((prompt_tokens, prompt_lengths), self._data)
-        return self._fn(model_state, tokens, lengths, key)
+        return self._fn(model_state, tokens, lengths, replicated_key(key, self.mesh))
 
 
 def continuous_sample(

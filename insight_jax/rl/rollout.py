@@ -354,6 +354,16 @@ class RolloutEngine(Protocol):
     def generate(self, model_state, prompt_tokens, prompt_lengths, key: jax.Array) -> Rollout: ...
 
 
+def replicated_key(key: jax.Array, mesh: Mesh) -> jax.Array:
+    """``key`` replicated on ``mesh`` with one canonical sharding spec.
+
+    A key fresh out of a jit's first (compiling) call carries its data sharded as P(None,),
+    later calls' as P(): equal shardings, but different entries of a jit's cache, so an engine
+    fed the first RL step's key compiled its whole rollout a second time at step two."""
+    data = jax.device_put(jax.random.key_data(key), shd.replicated(mesh))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+
+
 class DenseEngine:
     """The KV-cache sampler of this module (`sample`) behind the engine interface.
 
@@ -372,7 +382,7 @@ class DenseEngine:
     def generate(self, model_state, prompt_tokens, prompt_lengths, key: jax.Array) -> Rollout:
         _check_prompts(prompt_tokens, prompt_lengths, self.mesh, self.rules)
         tokens, lengths = jax.device_put((prompt_tokens, prompt_lengths), self._data)
-        return self._fn(model_state, tokens, lengths, key)
+        return self._fn(model_state, tokens, lengths, replicated_key(key, self.mesh))
 
 
 def sample(
