@@ -11,18 +11,19 @@ Lengths the benchmark controls. The policy is a random Qwen3-shaped model whose 
 raised at completion position t so that P(EOS at t | no EOS before) is the hazard of a target
 length distribution (``StopHazard``): a row stops where the sampled stream says, through the
 engines' own EOS handling, and its length is distributed as the target:
-  mix   lognormal (--median, --sigma), capped at N = --max-new (fixed seed);
+  mix   lognormal (--median, --sigma), capped at N = --max-new;
   full  never stops: every row runs to N (the dense engine's best case).
 Both engines draw the same tokens (tested in tests/test_continuous.py), so their rows have the
 same lengths; useful tokens = tokens up to and including each row's EOS.
 
 Floors (this machine's best for the useful work): flop_floor_s = useful FLOPs (prefill of each
 prompt once + each useful token's forward at its context, ``forward_flops_per_token``) / the
-float32 matmul rate timed on a large jnp.dot; mem_floor_s = the longest row's decode steps
-(every engine needs them, one after another) x bytes of weights / read bandwidth.
+float32 matmul rate timed on a large jnp.dot; mem_floor_s = (the longest row's decode steps,
+which every engine needs one after another, x bytes of weights + the cache every useful token
+reads) / read bandwidth.
 efficiency = max(floors) / measured time.
 
-Usage (CPU; --quick runs in about a minute, the defaults in about 15 minutes on 2 cores):
+Usage (CPU; --quick runs in a few minutes, the defaults in about 15 minutes on 2 cores):
   python benchmarks/rollout_speed.py
   python benchmarks/rollout_speed.py --quick
   python benchmarks/rollout_speed.py --configs qwen3_0_6b --batch 2 --num-samples 4 --max-new 256
@@ -65,11 +66,13 @@ MODELS = {
     ),
     "qwen3_0_6b": dict(preset="qwen3_0_6b"),
 }
+# Sized for a 2-core CPU, where the dense engine at M = 32 x K = 8 and N = 2048 would take about
+# 3 s per decode step (every row attends over the whole 2,176-slot cache): hours per call.
 DEFAULTS = {
-    "qwen3_small": dict(batch=32, num_samples=8, prompt_len=128, max_new=2048),
-    "qwen3_0_6b": dict(batch=2, num_samples=4, prompt_len=64, max_new=256),
+    "qwen3_small": dict(batch=8, num_samples=8, prompt_len=128, max_new=512, median=120.0),
+    "qwen3_0_6b": dict(batch=1, num_samples=4, prompt_len=64, max_new=128, median=40.0),
 }
-QUICK = dict(batch=8, num_samples=4, prompt_len=32, max_new=256)
+QUICK = dict(batch=4, num_samples=4, prompt_len=32, max_new=128, median=40.0)
 
 
 class StopHazard(Transformer):
@@ -155,11 +158,18 @@ def useful_flops(cfg: TransformerConfig, num_prompts: int, p: int, lengths: np.n
     return prefill + float(decode)
 
 
+def kv_read_bytes(cfg: TransformerConfig, p: int, lengths: np.ndarray) -> float:
+    """Cache bytes every useful token must read: token t of a row attends to P + t keys and
+    values in every layer (prefill excluded)."""
+    per_slot = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(cfg.dtype).itemsize
+    return float(sum(per_slot * (p * (n - 1) + (n - 1) * n / 2) for n in lengths))
+
+
 def _engines(args, rows: int) -> list[tuple[str, dict]]:
     out = [("dense", {})]
     for s in args.slots.split(","):
-        slots = int(s) if s != "auto" else max(1, rows // 4)
-        out.append((f"continuous/{min(slots, rows)}", dict(num_slots=min(slots, rows))))
+        slots = min(int(s), rows) or rows
+        out.append((f"continuous/{slots}", dict(num_slots=slots)))
     if args.naive:
         out.append(("naive", {}))
     return out
@@ -179,6 +189,7 @@ def bench(name: str, args, flops_rate: float, bandwidth: float) -> list[dict]:
         if getattr(args, k) is not None:
             sizes[k] = getattr(args, k)
     b, k, p, n = sizes["batch"], sizes["num_samples"], sizes["prompt_len"], sizes["max_new"]
+    median = sizes["median"]
     spec = dict(MODELS[name])
     cfg = TransformerConfig.preset(spec.pop("preset"), dtype=args.dtype, **spec)
     prompts = np.random.default_rng(0).integers(4, cfg.vocab_size, (b, p), dtype=np.int32)
@@ -186,7 +197,6 @@ def bench(name: str, args, flops_rate: float, bandwidth: float) -> list[dict]:
     out = []
     for mode in args.modes.split(","):
         if mode == "mix":
-            median = min(args.median, n / 2) if args.quick else args.median
             log_h = lognormal_log_hazard(n, median, args.sigma)
         elif mode == "full":
             log_h = np.full((n + 1,), -np.inf)
@@ -224,7 +234,8 @@ def bench(name: str, args, flops_rate: float, bandwidth: float) -> list[dict]:
             med = float(np.median(times))
             useful = [int(x.sum()) for x in lens]
             flops = float(np.median([useful_flops(cfg, b, p, x) for x in lens]))
-            mem_floor = max(int(x.max()) for x in lens) * weight_bytes / bandwidth
+            kv_bytes = float(np.median([kv_read_bytes(cfg, p, x) for x in lens]))
+            mem_floor = (max(int(x.max()) for x in lens) * weight_bytes + kv_bytes) / bandwidth
             floor = max(flops / flops_rate, mem_floor)
             out.append(
                 dict(
@@ -260,12 +271,12 @@ def _parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", default="qwen3_small", help=f"comma list of {sorted(MODELS)}")
     p.add_argument("--modes", default="mix,full", help="comma list of mix, full")
-    p.add_argument("--slots", default="64", help="continuous engine slot counts (or auto)")
+    p.add_argument("--slots", default="16,0", help="continuous engine slot counts (0: one per row)")
     p.add_argument("--batch", type=int, default=None, help="prompts per call (M)")
     p.add_argument("--num-samples", type=int, default=None, help="rollouts per prompt (K)")
     p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (P)")
     p.add_argument("--max-new", type=int, default=None, help="response cap (N)")
-    p.add_argument("--median", type=float, default=300.0, help="median response length (mix)")
+    p.add_argument("--median", type=float, default=None, help="median response length (mix)")
     p.add_argument("--sigma", type=float, default=0.9, help="lognormal sigma (mix)")
     p.add_argument("--repeats", type=int, default=1, help="timed calls after the first")
     p.add_argument("--dtype", default="float32", help="compute dtype (params stay float32)")

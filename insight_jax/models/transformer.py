@@ -331,15 +331,17 @@ def blocked_decode_attention(
     """``gqa_attention`` for one query per row that reads only the first ``num_slots`` slots.
 
     q: [B, 1, H, D]; k, v: [B, S, K, D]; mask: [B, 1, S] bool; num_slots: [] int32, a traced
-    bound (slots >= num_slots must be masked for every row); block divides S. Keys are read in
-    blocks of ``block`` slots, ceil(num_slots / block) of them (a dynamic trip count), so a
-    step's cost follows the tokens present, not the cache size. Two passes over the blocks:
-        pass 1:  m = max_j max s_j,  Z = sum_j sum exp(s_j - m)     (scores s_j in float32)
-        pass 2:  out = sum_j round(exp(s_j - m) / Z) v_j
-    where round() casts the probabilities to v's dtype before the product, as ``gqa_attention``
-    does: in bf16 the sampler then rounds like the learner's full forward (a one-pass online
-    softmax, rescaling unnormalised bf16 terms, leaves the two ~1e-2 apart in log-prob on a
-    peaked model), at the price of computing q.k twice. Returns [B, 1, H, D] in q.dtype.
+    bound (slots >= num_slots must be masked for every row); block divides S. Keys and values
+    are read in blocks of ``block`` slots, ceil(num_slots / block) of them (a dynamic trip
+    count), so a step's cost follows the tokens present, not the cache size:
+        pass 1:  s_j = q.k_j / sqrt(D) (float32) into a [B, H, S] buffer of masked scores
+        softmax: p = softmax(s) over all S slots (unread ones stay masked: probability 0)
+        pass 2:  out = sum_j round(p_j) v_j, accumulated in float32
+    round() casts the probabilities to v's dtype, as ``gqa_attention`` does, so in bf16 the
+    sampler rounds like the learner's full forward (an online softmax, which rescales
+    unnormalised bf16 terms, leaves the two ~1e-2 apart in log-prob on a peaked model). Keys
+    and values are each read once; the buffer holds H floats per slot against the cache's
+    2 K D. Returns [B, 1, H, D] in q.dtype.
     """
     b, t, h, d = q.shape
     if t != 1:
@@ -349,31 +351,22 @@ def blocked_decode_attention(
         raise ValueError(f"block {block} does not divide the {s} cache slots")
     g = h // kv_heads
     q = q.reshape(b, kv_heads, g, d)
-    mask = mask[:, 0]
     num_blocks = (num_slots + block - 1) // block
 
-    def scores_of(j):
-        start = j * block
-        kb = jax.lax.dynamic_slice_in_dim(k, start, block, axis=1)
-        mb = jax.lax.dynamic_slice_in_dim(mask, start, block, axis=1)
-        scores = jnp.einsum("bkgd,bskd->bkgs", q, kb, preferred_element_type=jnp.float32)
-        scores = scores * (1.0 / math.sqrt(d))
-        return jnp.where(mb[:, None, None, :], scores, _MASK_VALUE), start
+    def score_block(j, scores):
+        kb = jax.lax.dynamic_slice_in_dim(k, j * block, block, axis=1)
+        sb = jnp.einsum("bkgd,bskd->bkgs", q, kb, preferred_element_type=jnp.float32)
+        return jax.lax.dynamic_update_slice_in_dim(scores, sb * (1.0 / math.sqrt(d)), j * block, 3)
 
-    def normaliser(j, carry):
-        m, z = carry
-        scores, _ = scores_of(j)
-        m_new = jnp.maximum(m, jnp.max(scores, axis=-1))
-        return m_new, z * jnp.exp(m - m_new) + jnp.sum(jnp.exp(scores - m_new[..., None]), -1)
-
-    stats = (jnp.full((b, kv_heads, g), -jnp.inf), jnp.zeros((b, kv_heads, g)))
-    m, z = jax.lax.fori_loop(0, num_blocks, normaliser, stats)
+    scores = jnp.zeros((b, kv_heads, g, s), jnp.float32)
+    scores = jax.lax.fori_loop(0, num_blocks, score_block, scores)
+    scores = jnp.where(mask[:, :, None, :], scores, _MASK_VALUE)  # also every unread slot
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
 
     def accumulate(j, acc):
-        scores, start = scores_of(j)
-        probs = (jnp.exp(scores - m[..., None]) / z[..., None]).astype(v.dtype)
-        vb = jax.lax.dynamic_slice_in_dim(v, start, block, axis=1)
-        return acc + jnp.einsum("bkgs,bskd->bkgd", probs, vb, preferred_element_type=jnp.float32)
+        pb = jax.lax.dynamic_slice_in_dim(probs, j * block, block, axis=3)
+        vb = jax.lax.dynamic_slice_in_dim(v, j * block, block, axis=1)
+        return acc + jnp.einsum("bkgs,bskd->bkgd", pb, vb, preferred_element_type=jnp.float32)
 
     acc = jax.lax.fori_loop(0, num_blocks, accumulate, jnp.zeros((b, kv_heads, g, d)))
     return acc.astype(q.dtype).reshape(b, 1, h, d)
