@@ -112,6 +112,9 @@ def paper_config(
     c.rl.aggregation = "token_mean"
     c.rl.kl_coef = 0.0
     c.rl.num_minibatches = m // minibatch_prompts
+    # Long, ragged responses: continuous batching (rl/continuous.py) with a quarter of the M K
+    # rollouts decoding at once, refilled as rows end; the KV cache is slots x (P + N).
+    c.rl.rollout_engine, c.rl.rollout_slots = "continuous", m * k // 4
     c.rl.num_ppo_epochs = 1
     c.selection.num_candidates = 16 * m
     c.selection.decay = 1.0
