@@ -167,9 +167,8 @@ def kv_read_bytes(cfg: TransformerConfig, p: int, lengths: np.ndarray) -> float:
 
 def _engines(args, rows: int) -> list[tuple[str, dict]]:
     out = [("dense", {})]
-    for s in args.slots.split(","):
-        slots = min(int(s), rows) or rows
-        out.append((f"continuous/{slots}", dict(num_slots=slots)))
+    counts = sorted({min(int(s), rows) or rows for s in args.slots.split(",")})
+    out += [(f"continuous/{slots}", dict(num_slots=slots)) for slots in counts]
     if args.naive:
         out.append(("naive", {}))
     return out
@@ -213,6 +212,7 @@ def bench(name: str, args, flops_rate: float, bandwidth: float) -> list[dict]:
         )
         reference = None
         for label, extra in _engines(args, b * k):
+            print(f"  {name} {mode} {label} ...", flush=True)
             fn = _sampler(label)
             call = lambda i, fn=fn, extra=extra, model=model, settings=settings: fn(
                 model, prompts, lengths, jax.random.key(i), **settings, **extra
