@@ -1,6 +1,7 @@
 """Multi-controller training: two local processes x 4 CPU devices (gloo collectives) form one
 8-device mesh, train the smoke config like one process with 8 devices, and resume exactly after
-one of them is killed with SIGKILL mid-run."""
+one of them is killed with SIGKILL mid-run. Rollouts use the continuous engine with one decode
+slot per device (the paper configs' engine; its per-shard queues then span both processes)."""
 
 import json
 import os
@@ -20,6 +21,7 @@ from insight_jax.rl import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/arithmetic_tiny.py:smoke"
+ENGINE = {"rl.rollout_engine": "continuous", "rl.rollout_slots": 8}
 # Cross-process all-reduces (gloo) sum in another order than one process does, so a loss can
 # differ in its last bits; every other metric is equal.
 RTOL = 1e-6
@@ -46,6 +48,7 @@ def _start(workdir: Path, port: int, log_dir: Path) -> list[subprocess.Popen]:
                     sys.executable, "-m", "insight_jax.main", f"--config={CONFIG}",
                     f"--workdir={workdir}", f"--coordinator_address=localhost:{port}",
                     "--num_processes=2", f"--process_id={i}",
+                    *(f"--config.{k}={v}" for k, v in ENGINE.items()),
                 ],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
@@ -83,7 +86,9 @@ def _assert_same_run(a: Path, b: Path) -> None:
 def single(tmp_path_factory, devices):
     """The reference: one process with the 8 devices of the test mesh."""
     workdir = tmp_path_factory.mktemp("single") / "run"
-    train.train_and_evaluate(arithmetic_tiny.get_config("smoke"), workdir, log=lambda m: None)
+    config = arithmetic_tiny.get_config("smoke")
+    config.rl.rollout_engine, config.rl.rollout_slots = ENGINE.values()
+    train.train_and_evaluate(config, workdir, log=lambda m: None)
     return workdir
 
 
