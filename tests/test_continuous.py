@@ -1,6 +1,7 @@
 """The continuous-batching engine: the dense sampler's tokens for every row (any slot count,
-stacked or per-layer caches, sharded over the batch axes), log-probs of a full forward, the
-blocked decode attention against a float64 softmax, one compile per shape, clear errors."""
+stacked or per-layer caches, sharded over the batch axes, in the trainer), log-probs of a full
+forward, the blocked decode attention against a float64 softmax, one compile per shape, clear
+errors."""
 
 import jax
 import jax.numpy as jnp
@@ -83,11 +84,11 @@ def test_same_tokens_as_the_dense_sampler(model, prompts, dense, num_slots):
     _assert_same_rollout(got, dense)
 
 
-@pytest.mark.parametrize("scan_layers", [False, True])
-def test_many_attention_blocks_and_both_cache_layouts(prompts, scan_layers):
+def test_many_attention_blocks_with_stacked_layers(prompts):
     """P + N = 13 + 180 slots: the decode attention reads up to two 128-slot blocks, and a
-    refilled slot's stale tokens from its previous rollout sit past its own."""
-    model = _model(scan_layers)
+    refilled slot's stale tokens from its previous rollout sit past its own; the layers are
+    scanned, so the cache is one stacked array (the other tests use per-layer caches)."""
+    model = _model(scan_layers=True)
     settings = _settings(180)
     want = ro.sample(model, *prompts, jax.random.key(3), **settings)
     got = continuous.continuous_sample(model, *prompts, jax.random.key(3), num_slots=5, **settings)
@@ -110,6 +111,10 @@ def test_sharded_over_the_batch_axes(model, prompts, dense, shape, devices):
     got = engine.generate(nnx.state(model), tokens, lengths, jax.random.key(7))
     assert got.tokens.sharding.spec[0] is not None  # rows stay split over the batch axes
     _assert_same_rollout(got, dense)
+    # Compiled once per shape: other prompts of the same shape, another key.
+    other = encode_batch(TOK, [p[::-1] for p in PROMPTS], max_len=tokens.shape[1])
+    engine.generate(nnx.state(model), *(np.asarray(x) for x in other), jax.random.key(1))
+    assert engine._fn._cache_size() == 1
 
 
 def test_logprobs_equal_a_full_forward(model, prompts):
@@ -173,20 +178,6 @@ def test_blocked_decode_attention_matches_a_float64_softmax():
         blocked_decode_attention(
             jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask[:, None]), bound, 17
         )
-
-
-def test_compiled_once_per_shape(model, prompts, devices):
-    mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    settings = ro.SamplingSettings(24, K, T, TOP_P, EOS, TOK.pad_id)
-    engine = engines.make_rollout_engine(
-        "continuous", nnx.graphdef(model), settings, mesh, shd.DEFAULT_RULES, num_slots=4
-    )
-    state = nnx.state(model)
-    tokens, lengths = (np.asarray(x) for x in prompts)
-    engine.generate(state, tokens, lengths, jax.random.key(0))
-    other = encode_batch(TOK, [p[::-1] for p in PROMPTS], max_len=tokens.shape[1])
-    engine.generate(state, *(np.asarray(x) for x in other), jax.random.key(1))
-    assert engine._fn._cache_size() == 1
 
 
 def test_bad_slot_counts_are_refused_before_any_work(model):
