@@ -212,26 +212,12 @@ def test_config_checks_the_engine_and_its_slots():
         validate_config(config)
 
 
-def _rl_steps(config, workdir, steps):
-    from insight_jax.rl import setup, warmstart
-    from insight_jax.rl.rl_step import rl_step
-
-    comps = setup.build(config, workdir)
-    state = comps.init()
-    for _ in range(config.warmstart.steps):
-        state, _ = warmstart.warm_start_step(comps, state)
-    state = comps.fns.start_rl(state)
-    metrics = []
-    for _ in range(steps):
-        state, m = rl_step(comps, state)
-        metrics.append(m)
-    return comps, metrics
-
-
 def test_the_trainer_on_the_continuous_engine_trains_on_the_dense_rollouts(tmp_path, devices):
     """Two RL steps of the smoke run on the fake 8-device mesh: the same rewards and
     selections as with the dense engine, losses equal up to log-prob rounding, no implicit
     host transfer, the engine compiled once."""
+    from test_train import _run_steps  # tests/ is on sys.path (pytest rootdir conftest)
+
     from configs import arithmetic_tiny
 
     runs = {}
@@ -239,7 +225,8 @@ def test_the_trainer_on_the_continuous_engine_trains_on_the_dense_rollouts(tmp_p
         config = arithmetic_tiny.get_config("smoke")
         config.rl.rollout_engine, config.rl.rollout_slots = engine, slots
         with jax.transfer_guard("disallow"):
-            runs[engine] = _rl_steps(config, tmp_path / engine, steps=2)
+            comps, _, metrics = _run_steps(config, tmp_path / engine, rl_steps=2)
+            runs[engine] = comps, metrics
     (dense_comps, dense), (comps, cont) = runs["dense"], runs["continuous"]
     # Both engines compile once: the first step's key (fresh out of a compiling jit) used to
     # trigger a second compile of the whole rollout at step two.

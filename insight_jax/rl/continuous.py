@@ -25,8 +25,6 @@ local. Each group has its own queue; the loop runs until every group's queue is 
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -35,14 +33,15 @@ from jax.sharding import Mesh
 from insight_jax import sharding as shd
 from insight_jax.models.transformer import DECODE_BLOCK, KVCache, Transformer, init_cache
 from insight_jax.rl.rollout import (
+    JittedEngine,
     Rollout,
     SamplingSettings,
     _cache_constraint,
     _check_prompts,
     _check_settings,
+    _jitted,
     _repeat_prompts,
     _rollout,
-    replicated_key,
     select_tokens,
 )
 
@@ -225,18 +224,7 @@ def _continuous_impl(
     return _rollout(prompts, prompt_mask, c["tokens"], c["logprobs"], c["mask"], c["done"])
 
 
-@functools.lru_cache(maxsize=32)
-def _jitted(graphdef, s: SamplingSettings, num_slots: int, mesh: Mesh | None, rules):
-    fn = functools.partial(
-        _continuous_impl, graphdef=graphdef, s=s, num_slots=num_slots, mesh=mesh, rules=rules
-    )
-    if mesh is None:
-        return jax.jit(fn)
-    data = shd.data_sharding(mesh, rules)
-    return jax.jit(fn, in_shardings=(None, data, data, shd.replicated(mesh)), out_shardings=data)
-
-
-class ContinuousEngine:
+class ContinuousEngine(JittedEngine):
     """The continuous-batching sampler (module docstring) behind the rollout-engine interface.
 
     num_slots: decode slots per call (0: one per rollout, i.e. every rollout starts at once and
@@ -245,19 +233,11 @@ class ContinuousEngine:
     """
 
     def __init__(self, graphdef, settings: SamplingSettings, mesh: Mesh, rules, num_slots=0):
-        _check_settings(settings)
         num_decode_slots(num_slots, 1, 1)  # rejects a negative count now, not at the first call
-        self.settings = settings
         self.num_slots = int(num_slots)
-        self.mesh = mesh
-        self.rules = tuple(tuple(r) for r in rules)
-        self._fn = _jitted(graphdef, settings, self.num_slots, mesh, self.rules)
-        self._data = shd.data_sharding(mesh, self.rules)
-
-    def generate(self, model_state, prompt_tokens, prompt_lengths, key: jax.Array) -> Rollout:
-        _check_prompts(prompt_tokens, prompt_lengths, self.mesh, self.rules)
-        tokens, lengths = jax.device_put((prompt_tokens, prompt_lengths), self._data)
-        return self._fn(model_state, tokens, lengths, replicated_key(key, self.mesh))
+        super().__init__(
+            _continuous_impl, graphdef, settings, mesh, rules, num_slots=self.num_slots
+        )
 
 
 def continuous_sample(
@@ -285,6 +265,5 @@ def continuous_sample(
     num_decode_slots(num_slots, 1, 1)
     graphdef, state = nnx.split(model)
     rules = tuple(tuple(r) for r in rules)
-    return _jitted(graphdef, s, int(num_slots), mesh, rules)(
-        state, prompt_tokens, prompt_lengths, key
-    )
+    fn = _jitted(_continuous_impl, graphdef, s, mesh, rules, num_slots=int(num_slots))
+    return fn(state, prompt_tokens, prompt_lengths, key)

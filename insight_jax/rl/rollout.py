@@ -294,8 +294,10 @@ def _cache_constraint(config, batch, max_len, mesh, rules):
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted(impl, graphdef, s: SamplingSettings, mesh: Mesh | None, rules):
-    fn = functools.partial(impl, graphdef=graphdef, s=s, mesh=mesh, rules=rules)
+def _jitted(impl, graphdef, s: SamplingSettings, mesh: Mesh | None, rules, **options):
+    """impl(state, prompt_tokens, prompt_lengths, key) jitted once per (impl, model structure,
+    settings, mesh, rules, the engine's static options)."""
+    fn = functools.partial(impl, graphdef=graphdef, s=s, mesh=mesh, rules=rules, **options)
     if mesh is None:
         return jax.jit(fn)
     data = shd.data_sharding(mesh, rules)
@@ -364,25 +366,31 @@ def replicated_key(key: jax.Array, mesh: Mesh) -> jax.Array:
     return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
 
 
-class DenseEngine:
-    """The KV-cache sampler of this module (`sample`) behind the engine interface.
+class JittedEngine:
+    """An engine that is one jitted sampler impl(state, prompts, lengths, key) of the ``_impl``
+    form; prompts are placed on the mesh explicitly, so a call makes no implicit host
+    transfer, and keys get one canonical layout (``replicated_key``)."""
 
-    Every row decodes until all rows are done or max_new_tokens are drawn (a dense loop);
-    prompts are placed on the mesh explicitly, so a call makes no implicit host transfer.
-    """
-
-    def __init__(self, graphdef, settings: SamplingSettings, mesh: Mesh, rules):
+    def __init__(self, impl, graphdef, settings: SamplingSettings, mesh: Mesh, rules, **options):
         _check_settings(settings)
         self.settings = settings
         self.mesh = mesh
         self.rules = tuple(tuple(r) for r in rules)
-        self._fn = _jitted(_cached_impl, graphdef, settings, mesh, self.rules)
+        self._fn = _jitted(impl, graphdef, settings, mesh, self.rules, **options)
         self._data = shd.data_sharding(mesh, self.rules)
 
     def generate(self, model_state, prompt_tokens, prompt_lengths, key: jax.Array) -> Rollout:
         _check_prompts(prompt_tokens, prompt_lengths, self.mesh, self.rules)
         tokens, lengths = jax.device_put((prompt_tokens, prompt_lengths), self._data)
         return self._fn(model_state, tokens, lengths, replicated_key(key, self.mesh))
+
+
+class DenseEngine(JittedEngine):
+    """The KV-cache sampler of this module (`sample`) behind the engine interface: every row
+    decodes until all rows are done or max_new_tokens are drawn (a dense loop)."""
+
+    def __init__(self, graphdef, settings: SamplingSettings, mesh: Mesh, rules):
+        super().__init__(_cached_impl, graphdef, settings, mesh, rules)
 
 
 def sample(
