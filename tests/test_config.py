@@ -14,7 +14,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import arithmetic_tiny, countdown_small, countdown_tiny
+from configs import arithmetic_tiny, countdown_paper_regime, countdown_small, countdown_tiny
 from insight_jax.rl.base_config import METHODS, Choice, parse_arg
 from insight_jax.rl.validate import ConfigError, validate_config
 from insight_jax.selection import MAX_ROLLOUTS, SCORER_NAMES, get_scorer
@@ -23,6 +23,7 @@ from insight_jax.sharding import DEFAULT_RULES
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_MODULES = {"arithmetic_tiny": arithmetic_tiny, "countdown_tiny": countdown_tiny}
 CONFIG_MODULES["countdown_small"] = countdown_small
+CONFIG_MODULES["countdown_paper_regime"] = countdown_paper_regime
 
 
 def _smoke():
@@ -309,6 +310,24 @@ BAD = [
     (dict(warmstart__batch_size=4), "warmstart.batch_size"),  # not a multiple of 8
     (dict(warmstart__batch_size=72), "warmstart.batch_size"),  # > N = 64 distinct prompts
     (dict(warmstart__learning_rate=-1e-3), "warmstart.learning_rate"),
+    (dict(warmstart__pool="heldout"), "warmstart.pool"),
+    (dict(warmstart__pool_size=100), "warmstart.pool_size"),  # a size of the disjoint pool only
+    (dict(warmstart__pool_size=-1), "warmstart.pool_size"),
+    (dict(warmstart__pool="disjoint", warmstart__pool_size=4), "warmstart.batch_size"),  # > 4
+    (dict(eval__train_pool_size=65), "eval.train_pool_size"),  # > the RL pool
+    (dict(eval__train_pool_size=-1), "eval.train_pool_size"),
+    (dict(selection__skip_threshold=1.0), "selection.skip_threshold"),  # skips nothing
+    (dict(selection__skip_threshold=-0.1), "selection.skip_threshold"),
+    (dict(selection__skip_explore=0.1), "selection.skip_explore"),  # nothing skipped
+    (dict(selection__skip_threshold=0.5, selection__skip_explore=1.5), "selection.skip_explore"),
+    (
+        dict(
+            selection__scorer="random",
+            selection__dynamic_sampling_rounds=2,
+            selection__skip_threshold=0.5,
+        ),
+        "selection.skip_threshold",
+    ),
     (dict(rl__num_rollouts=0), "rl.num_rollouts"),
     (dict(rl__num_rollouts=MAX_ROLLOUTS + 1), "rl.num_rollouts"),
     (dict(rl__max_new_tokens=0), "rl.max_new_tokens"),

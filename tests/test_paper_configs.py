@@ -193,6 +193,23 @@ def test_data_keys_are_validated_before_any_work(smoke_dir, tmp_path, devices):
         with pytest.raises(ConfigError) as e:
             validate_config(c)
         assert e.value.key == key, (changes, e.value)
+    # A disjoint warm start generates problems, which a file-backed pool cannot; the train-pool
+    # sample's name must not shadow a held-out set's.
+    for changes, key in [
+        (dict(warmstart__pool="disjoint"), "warmstart.pool"),
+        (
+            dict(eval__train_pool_size=4, task__eval_paths={"train_pool": math500}),
+            "eval.train_pool_size",
+        ),
+    ]:
+        c = qwen3_0_6b_deepscaler.get_config(f"smoke,smoke_dir={smoke_dir}")
+        with c.unlocked():
+            for k, v in changes.items():
+                block, field = k.split("__")
+                c[block][field] = v
+        with pytest.raises(ConfigError) as e:
+            validate_config(c)
+        assert e.value.key == key, (changes, e.value)
 
 
 def test_a_changed_data_file_is_refused_on_resume(smoke_dir, tmp_path, devices):

@@ -94,6 +94,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.warmstart.steps = 400  # supervised steps on reference answers (0: none)
     c.warmstart.batch_size = 64
     c.warmstart.learning_rate = 3e-3
+    # The warm start's prompts: "rl", the training pool (RL then starts on prompts the policy
+    # was taught); "disjoint", pool_size generated problems outside the RL pool and the held-out
+    # sets (0: as many as task.num_train), so the policy never saw its RL prompts before RL, as
+    # the paper's policies. "disjoint" needs a generated pool (task.train_path "").
+    c.warmstart.pool = "rl"
+    c.warmstart.pool_size = 0
     # Directory for a shared cache of warm-started policies ("": off). The warm start is a pure
     # function of seed, task, model, mesh and these settings, so runs that differ only in RL or
     # selection settings (a sweep) reuse one warm start instead of each repeating it.
@@ -149,6 +155,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     # mixed rewards, repeat until M are kept or after this many rounds (0: off). Every generated
     # rollout is counted (metric "rollouts"). Requires scorer "random".
     c.selection.dynamic_sampling_rounds = 0
+    # Predicted-zero-variance skipping (GRESO-like, from the beliefs): a prompt whose predictive
+    # P(all K fail) + P(all K succeed) exceeds skip_threshold ranks below every other prompt,
+    # unless a coin of probability skip_explore keeps it this step (0: off).
+    c.selection.skip_threshold = 0.0
+    c.selection.skip_explore = 0.0
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 25  # RL steps between held-out evaluations
@@ -157,6 +168,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 0  # problems per sampling call (0: a whole set at once)
     c.eval.temperature = 0.6  # 0: greedy
     c.eval.top_p = 0.95
+    # Also evaluate the first train_pool_size prompts of the RL pool (set "train_pool"; never
+    # in the eval_accuracy average), to compare train-pool and held-out pass@1 (0: off).
+    c.eval.train_pool_size = 0
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 25  # steps between checkpoints (and one at the end)

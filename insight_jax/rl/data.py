@@ -36,6 +36,7 @@ from insight_jax.tasks.loaders import file_sha256, load_records, parse_path_spec
 SET_NAME = re.compile(r"[A-Za-z0-9_]+")  # eval set names become metric keys
 SPEC_KEYS = ("path", "task", "kwargs", "format")
 SOURCES_FILE = "sources.json"
+TRAIN_POOL_SET = "train_pool"  # the name of the eval.train_pool_size sample of the RL pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +88,60 @@ def eval_specs(c: ml_collections.ConfigDict) -> list[EvalSpec]:
             raise ValueError(f"eval set {name!r}: {e}") from None
         specs.append(EvalSpec(name, task_name, dict(kwargs), path, fmt))
     return specs
+
+
+WARM_POOLS = ("rl", "disjoint")
+WARM_POOL_MAX_ROUNDS = 8  # generation rounds to find warmstart.pool_size problems outside
+
+
+def disjoint_records(
+    task: Task, size: int, seed: int, skip: int, exclude: set[str]
+) -> tuple[dict, ...]:
+    """`size` generated train-split records whose problem keys are not in `exclude`, re-indexed
+    0..size-1: the records after the first `skip` of the task's train stream for `seed` (the
+    stream the RL pool is the first records of), minus any whose key is excluded. A task that
+    generates distinct problems gives records disjoint from its first `skip` by construction;
+    the key filter makes it hold for any task (repeats are dropped).
+
+    Raises:
+      ValueError: if the task cannot give `size` such records (its problem space is too small).
+    """
+    want = skip + size
+    for _ in range(WARM_POOL_MAX_ROUNDS):
+        stream = task.generate(want, seed, split="train")[skip:]
+        kept = [r for r in stream if task.problem_key(r) not in exclude]
+        if len(kept) >= size:
+            return tuple({**r, "index": i} for i, r in enumerate(kept[:size]))
+        want += 2 * (size - len(kept))
+    raise ValueError(
+        f"found only {len(kept)} of {size} {task.name} problems outside the RL pool and the "
+        f"held-out sets after {want} draws; lower warmstart.pool_size or widen the task"
+    )
+
+
+def warm_start_pool(
+    c: ml_collections.ConfigDict,
+    task: Task,
+    pool: Any,
+    num_items: int,
+    eval_sets: tuple[EvalSet, ...],
+) -> tuple[Any, bool]:
+    """(the warm start's records, whether they share no problem with the RL pool nor any
+    held-out set). `warmstart.pool`:
+      * "rl": the whole training pool (the RL pool included; the tiny configs' warm start);
+      * "disjoint": `warmstart.pool_size` generated problems of the train split outside the
+        RL pool and the held-out sets, so RL starts on prompts the policy was never taught
+        (as the paper's policies start on theirs).
+    The flag is measured by comparing problem keys, not assumed from the mode."""
+    taken = {task.problem_key(pool[i]) for i in range(num_items)}
+    taken |= {s.task.problem_key(r) for s in eval_sets for r in s.records}
+    if c.warmstart.pool == "rl":
+        warm = pool
+    else:
+        size = c.warmstart.pool_size or len(pool)
+        warm = disjoint_records(task, size, c.seed, len(pool), taken)
+    disjoint = not any(task.problem_key(warm[i]) in taken for i in range(len(warm)))
+    return warm, disjoint
 
 
 def _pin_sources(data_dir: Path, sources: dict[str, str]) -> None:

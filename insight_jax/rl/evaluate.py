@@ -29,12 +29,14 @@ from insight_jax.tasks.base import Task
 
 @dataclasses.dataclass(frozen=True)
 class EvalSet:
-    """A held-out set: its name (metric keys use it), the task that prompts and verifies its
-    records, and the records."""
+    """A set evaluated during training: its name (metric keys use it), the task that prompts and
+    verifies its records, and the records. `held_out` False marks a sample of the training pool
+    (`eval.train_pool_size`): measured like the others, never part of the macro averages."""
 
     name: str
     task: Task
     records: tuple[dict, ...]
+    held_out: bool = True
 
 
 def pass_at_k(n: int, correct: np.ndarray | int, k: int) -> np.ndarray:
@@ -217,19 +219,22 @@ def evaluate_sets(
     }
 
 
-def eval_metrics(results: dict[str, dict[str, Any]], n: int) -> dict[str, float]:
+def eval_metrics(
+    results: dict[str, dict[str, Any]], n: int, held_out: Sequence[str] | None = None
+) -> dict[str, float]:
     """Flat metrics of :func:`evaluate_sets`' results: per set `eval_<set>_avg@n`,
-    `eval_<set>_pass@k`, `eval_<set>_reward`; and the macro averages over the sets
-    `eval_accuracy` (of avg@n), `eval_reward` and `eval_spread`."""
+    `eval_<set>_pass@k`, `eval_<set>_reward`; and the macro averages over the `held_out` sets
+    (default: all) `eval_accuracy` (of avg@n), `eval_reward` and `eval_spread`."""
     metrics: dict[str, float] = {}
     for name, r in results.items():
         metrics[f"eval_{name}_avg@{n}"] = r["accuracy"]
         metrics[f"eval_{name}_reward"] = r["reward"]
         for k in pass_ks(n):
             metrics[f"eval_{name}_pass@{k}"] = r[f"pass@{k}"]
+    averaged = [results[name] for name in (results if held_out is None else held_out)]
     for key, field in (("eval_accuracy", "accuracy"), ("eval_reward", "reward")):
-        metrics[key] = float(np.mean([r[field] for r in results.values()]))
-    metrics["eval_spread"] = float(np.mean([r["spread"] for r in results.values()]))
+        metrics[key] = float(np.mean([r[field] for r in averaged]))
+    metrics["eval_spread"] = float(np.mean([r["spread"] for r in averaged]))
     return metrics
 
 

@@ -21,7 +21,7 @@ from insight_jax.metrics import progress
 from insight_jax.models.tokenizers import Tokenizer, encode_batch
 from insight_jax.models.transformer import Transformer, TransformerConfig
 from insight_jax.rl import grpo as grpo_lib
-from insight_jax.rl.data import load_data
+from insight_jax.rl.data import TRAIN_POOL_SET, load_data, warm_start_pool
 from insight_jax.rl.engines import make_rollout_engine
 from insight_jax.rl.evaluate import EvalSet
 from insight_jax.rl.policy import Policy, initial_model_state, policy_from_config
@@ -49,8 +49,12 @@ class Components:
     task: Task
     pool: Any  # random access by global index: pool[i] -> record
     num_train: int  # len(pool), N
-    eval_sets: tuple[EvalSet, ...]  # held-out sets, each with its task
+    # The sets evaluated during training, each with its task: the held-out sets, then (with
+    # eval.train_pool_size) a sample of the RL pool, `held_out` False.
+    eval_sets: tuple[EvalSet, ...]
     num_items: int  # the RL pool: the first num_items prompts of `pool`
+    warm_pool: Any  # the warm start's prompts: `pool`, or problems outside it (warmstart.pool)
+    warm_start_disjoint: bool  # no warm-start problem is in the RL pool or a held-out set
     prompt_len: int
     mesh: jax.sharding.Mesh
     rules: shd.LogicalRules
@@ -129,14 +133,16 @@ def _optimizers(c: ml_collections.ConfigDict):
 SCAN_CHUNK = 10_000  # prompts tokenized per call while scanning a pool for its longest
 
 
-def _prompt_len(c, policy: Policy, task: Task, pool, eval_sets) -> int:
-    """task.max_prompt_len, or the longest prompt (BOS included) of the pool and the held-out
-    sets. Every prompt is measured, so one longer than a fixed max_prompt_len is a config
-    error before any step rather than a failure mid-run (about a minute for 2e5 chat-templated
-    prompts on one core; a progress bar shows for large pools)."""
+def _prompt_len(c, policy: Policy, task: Task, pool, warm_pool, eval_sets) -> int:
+    """task.max_prompt_len, or the longest prompt (BOS included) of the pool, the warm start's
+    prompts and the held-out sets. Every prompt is measured, so one longer than a fixed
+    max_prompt_len is a config error before any step rather than a failure mid-run (about a
+    minute for 2e5 chat-templated prompts on one core; a progress bar shows for large pools)."""
     fixed = c.task.max_prompt_len
     longest, where = 0, ""
     groups = [("train", task, pool), *((s.name, s.task, s.records) for s in eval_sets)]
+    if warm_pool is not pool:
+        groups.append(("warm-start", task, warm_pool))
     for name, t, records in groups:
         bar = progress(
             len(records),
@@ -277,7 +283,14 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
     task = get_task(c.task.name, **to_dict(c.task.kwargs))
     pool, num_train, eval_sets = load_data(c, task, workdir)
     num_items = c.task.rl_pool_size or num_train
-    prompt_len = _prompt_len(c, policy, task, pool, eval_sets)
+    try:
+        warm_pool, disjoint = warm_start_pool(c, task, pool, num_items, eval_sets)
+    except ValueError as e:
+        raise ConfigError("warmstart.pool_size", c.warmstart.pool_size, str(e)) from None
+    if c.eval.train_pool_size:  # the first prompts of the RL pool, a uniform sample of it
+        sample = tuple(pool[i] for i in range(c.eval.train_pool_size))
+        eval_sets = (*eval_sets, EvalSet(TRAIN_POOL_SET, task, sample, held_out=False))
+    prompt_len = _prompt_len(c, policy, task, pool, warm_pool, eval_sets)
     if prompt_len + c.rl.max_new_tokens > policy.model_config.max_seq_len:
         raise ConfigError(
             "rl.max_new_tokens",
@@ -295,7 +308,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         eos_ids=tokenizer.eos_ids,
         pad_id=tokenizer.pad_id,
         num_items=num_items,
-        num_train=num_train,
+        num_train=len(warm_pool),
     )
     return Components(
         config=c,
@@ -307,6 +320,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path) -> Components:
         num_train=num_train,
         eval_sets=eval_sets,
         num_items=num_items,
+        warm_pool=warm_pool,
+        warm_start_disjoint=disjoint,
         prompt_len=prompt_len,
         mesh=mesh,
         rules=rules,

@@ -70,7 +70,8 @@ def _evaluate(comps: Components, state: TrainState) -> dict[str, float]:
         batch_size=c.eval.batch_size,
         success_threshold=c.selection.success_threshold,
     )
-    return eval_metrics(results, c.eval.num_samples)
+    held_out = [s.name for s in comps.eval_sets if s.held_out]
+    return eval_metrics(results, c.eval.num_samples, held_out)
 
 
 def _write_eval_tables(comps: Components, rows: list[dict]) -> None:
@@ -91,12 +92,15 @@ def _summary(comps: Components, rows: list[dict], alpha, beta) -> dict[str, Any]
     c = comps.config
     w, total = comps.warm_steps, comps.total_steps
     evals = {r["step"]: r for r in rows if "eval_accuracy" in r}
+    n_eval = c.eval.num_samples
     summary: dict[str, Any] = {}
     between = [s for s in evals if w < s < total]
     for tag, t in (("before_rl", w), ("latest", max(between, default=None)), ("after", total)):
         if t in evals:
             summary[f"eval_accuracy_{tag}"] = evals[t]["eval_accuracy"]
             summary[f"eval_spread_{tag}"] = evals[t]["eval_spread"]
+            for s in comps.eval_sets:  # each set's avg@n, held out or the train-pool sample
+                summary[f"eval_{s.name}_{tag}"] = evals[t][f"eval_{s.name}_avg@{n_eval}"]
     if total in evals:  # the final evaluation of every set: {set: {avg@n, pass@k.., reward}}
         n = c.eval.num_samples
         final = evals[total]
@@ -113,6 +117,9 @@ def _summary(comps: Components, rows: list[dict], alpha, beta) -> dict[str, Any]
     summary.update(
         {
             "steps_warm_start": w,
+            # True when no warm-start problem is in the RL pool or a held-out set (measured)
+            "warm_start_disjoint": comps.warm_start_disjoint if w else None,
+            "warm_start_pool_size": len(comps.warm_pool),
             "steps_rl": c.rl.steps,
             "rollouts": int(sum(r["rollouts"] for r in rl_rows)),
             "prompts_seen": int(np.sum(n > prior)),

@@ -26,7 +26,7 @@ import numpy as np
 
 from insight_jax import sharding as shd
 from insight_jax.models.transformer import PRESETS, REMAT_POLICIES, TransformerConfig
-from insight_jax.rl.data import eval_specs
+from insight_jax.rl.data import TRAIN_POOL_SET, WARM_POOLS, eval_specs
 from insight_jax.rl.engines import ROLLOUT_ENGINES
 from insight_jax.rl.grpo import AGGREGATIONS, KL_ESTIMATORS
 from insight_jax.rl.policy import CHAT_TEMPLATE_MODES, NUMERIC_KEYS, policy_from_config
@@ -393,6 +393,8 @@ def validate_config(config: Any) -> None:
     warm_batch = _int(config, "warmstart.batch_size", 1)
     _real(config, "warmstart.learning_rate", 0.0, lo_open=True)
     _str(config, "warmstart.cache_dir")
+    warm_mode = _choice(config, "warmstart.pool", WARM_POOLS)
+    warm_size = _int(config, "warmstart.pool_size", 0)
 
     # RL
     _int(config, "rl.steps", 0)
@@ -434,6 +436,8 @@ def validate_config(config: Any) -> None:
     rule = _choice(config, "selection.success_rule", SUCCESS_RULES)
     threshold = _real(config, "selection.success_threshold")
     rounds = _int(config, "selection.dynamic_sampling_rounds", 0)
+    skip = _real(config, "selection.skip_threshold", 0.0, 1.0, hi_open=True)
+    explore = _real(config, "selection.skip_explore", 0.0, 1.0)
 
     # evaluation, checkpoints
     _int(config, "eval.every", 1)
@@ -441,6 +445,7 @@ def validate_config(config: Any) -> None:
     _int(config, "eval.batch_size", 0)
     _real(config, "eval.temperature", 0.0)
     _real(config, "eval.top_p", 0.0, 1.0, lo_open=True)
+    train_sample = _int(config, "eval.train_pool_size", 0, pool)
     _int(config, "checkpoint.every", 1)
     keep = _int(config, "checkpoint.max_to_keep", 0)
     if keep == 1:
@@ -469,11 +474,40 @@ def validate_config(config: Any) -> None:
             raise ConfigError(
                 key, size, f"must be a multiple of the mesh's batch shards ({multiple})"
             )
-    if warm_steps and warm_batch > num_train:
+    if warm_mode == "rl" and warm_size:
+        raise ConfigError(
+            "warmstart.pool_size", warm_size, 'must be 0 with warmstart.pool="rl" (the whole pool)'
+        )
+    if warm_mode == "disjoint" and _get(config, "task.train_path"):
+        raise ConfigError(
+            "warmstart.pool",
+            warm_mode,
+            'must be "rl" with task.train_path (problems outside a file are not generated)',
+        )
+    warm_pool = warm_size or num_train
+    if warm_steps and warm_batch > warm_pool:
         raise ConfigError(
             "warmstart.batch_size",
             warm_batch,
-            f"must be <= task.num_train={num_train} (a batch draws distinct pool prompts)",
+            f"must be <= the warm start's pool ({warm_pool}; a batch draws distinct prompts)",
+        )
+    if train_sample and TRAIN_POOL_SET in [spec.name for spec in eval_specs(config)]:
+        raise ConfigError(
+            "eval.train_pool_size",
+            train_sample,
+            f"must be 0 while task.eval_paths names a set {TRAIN_POOL_SET!r} (the sample's name)",
+        )
+    if skip and rounds:
+        raise ConfigError(
+            "selection.skip_threshold",
+            skip,
+            "must be 0 with dynamic sampling (its draws are uniform, nothing is skipped)",
+        )
+    if explore and not skip:
+        raise ConfigError(
+            "selection.skip_explore",
+            explore,
+            "must be 0 while selection.skip_threshold is 0 (nothing is skipped to explore)",
         )
     if rounds and scorer != "random":
         raise ConfigError(

@@ -36,7 +36,7 @@ def warm_start_batch(comps: Components, indices: np.ndarray) -> dict[str, np.nda
     boundary) and the loss covers exactly the completion's tokens and the EOS.
     """
     c, task, tok = comps.config, comps.task, comps.tokenizer
-    records = [comps.pool[int(i)] for i in indices]
+    records = [comps.warm_pool[int(i)] for i in indices]
     length = comps.prompt_len + c.rl.max_new_tokens
     prompts, prompt_lengths = encode_batch(tok, [comps.prompt(r) for r in records])
     completions = tok.encode_many([task.reference_completion(r) for r in records])
@@ -60,7 +60,7 @@ def warm_start_batch(comps: Components, indices: np.ndarray) -> dict[str, np.nda
 
 
 def warm_start_step(comps: Components, state: TrainState) -> tuple[TrainState, dict]:
-    """One supervised step on a random batch of pool prompts; metrics as device arrays."""
+    """One supervised step on a random batch of warm-start prompts; metrics as device arrays."""
     fns = comps.fns
     indices = jax.device_get(fns.warm_indices(state))
     rows = local_rows(comps.data_sharding, len(indices))  # this process builds its own rows

@@ -311,6 +311,13 @@ class Task(abc.ABC):
         self.validate_record(record)
         return record
 
+    def problem_key(self, record: Record) -> str:
+        """A canonical id of the record's problem: two records with one key pose the same
+        problem (so a warm start that must not see the RL pool excludes by key). The default
+        is the prompt text; tasks whose prompts can present one problem in several ways
+        (Countdown's number order) override it."""
+        return self.prompt(record)
+
     def config(self) -> dict[str, Any]:
         """The generation parameters (JSON-serialisable); pools are keyed by them."""
         return {}

@@ -428,6 +428,9 @@ class CountdownTask(Task):
             )
         return records
 
+    def problem_key(self, record: Record) -> str:
+        return problem_key(record["nums"], record["target"])
+
     def prompt(self, record: Record) -> str:
         nums, target = record["nums"], record["target"]
         if self.prompt_style == "compact":

@@ -1,0 +1,68 @@
+"""Sweeps over configs/countdown_paper_regime.py (M = 256, N = 2000, disjoint warm start):
+
+    python launch/sweep.py configs/ablations/countdown_paper_regime.py:warm --root=workdirs/paper
+    python launch/sweep.py configs/ablations/countdown_paper_regime.py:main --root=workdirs/paper
+    (and :draws, :beyond)
+
+or all of them through `benchmarks/efficiency_paper_regime.py run`. Seeds 16-25 are fresh: no
+result of any study had been seen on them, and nothing (config, method, knob) was chosen on
+them; seed 0 was the pilot that checked the config runs. Every method runs at the paper's
+defaults (the same zero tuning budget). Rows are seed-major inside each tier, so a sweep cut
+short (a session that ends) holds complete paired seeds of the methods before it:
+  * "main": tier 1 Random, InSight, MoPPS x 10 seeds; tier 2 DS x 10 seeds; tier 3
+    Expected-Difficulty and Inverse-Evidence x 5 seeds;
+  * "draws": Random and InSight at M in {32, 64, 128} (1.6, 3.2, 6.4 draws per prompt; M = 256
+    is "main"), Mhat = 16 M, 5 seeds;
+  * "beyond": selectors aiming at DS's gain at Random's rollouts, 5 seeds: InSight and Random
+    with predicted-zero-variance skipping (skip a prompt whose Beta-Binomial predictive
+    P(S = 0) + P(S = K) > 1/2, i.e. more likely uninformative than not; explore 5%), and
+    InSight with the success rule "fractional" (Countdown's 0.1 for a well-formed answer
+    counts 0.1 of a success, as it trains GRPO); thresholds chosen a priori, not tuned.
+"""
+
+from configs import countdown_paper_regime
+
+CONFIG = "configs/countdown_paper_regime.py"
+SEEDS = list(range(16, 26))
+FEW = SEEDS[:5]
+FIXED = {"config.warmstart.cache_dir": "workdirs/warm_cache", "config.checkpoint.every": 25}
+SKIP = {"config.selection.skip_threshold": 0.5, "config.selection.skip_explore": 0.05}
+
+
+def _geometry(h, m: int):
+    c = countdown_paper_regime.paper_geometry(countdown_paper_regime.get_config(), m)
+    return [
+        h.fixed("config.rl.batch_size", m),
+        h.fixed("config.rl.num_minibatches", c.rl.num_minibatches),
+        h.fixed("config.selection.num_candidates", c.selection.num_candidates),
+    ]
+
+
+def _rows(h, seeds, methods, *extra):
+    fixed = [h.fixed(k, v) for k, v in FIXED.items()]
+    return h.product([h.sweep("config.seed", seeds), h.sweep("arg", methods), *extra, *fixed])
+
+
+def get_hyper(h, name="main"):
+    if name == "warm":  # the warm starts only (one per seed), shared by every sweep below
+        return _rows(h, SEEDS, ["random"], h.fixed("config.rl.steps", 0))
+    if name == "main":
+        return h.chain(
+            [
+                _rows(h, SEEDS, ["random", "insight", "mopps"]),
+                _rows(h, SEEDS, ["ds"]),
+                _rows(h, FEW, ["expected_difficulty", "inverse_evidence"]),
+            ]
+        )
+    if name == "draws":
+        geometries = [_geometry(h, m) for m in (32, 64, 128)]
+        return h.chain([_rows(h, FEW, ["random", "insight"], *g) for g in geometries])
+    if name == "beyond":
+        skip = [h.fixed(k, v) for k, v in SKIP.items()]
+        return h.chain(
+            [
+                _rows(h, FEW, ["insight", "random"], *skip),
+                _rows(h, FEW, ["insight"], h.fixed("config.selection.success_rule", "fractional")),
+            ]
+        )
+    raise ValueError(f"unknown sweep {name!r}: warm, main, draws or beyond")

@@ -1,0 +1,128 @@
+"""The paper-regime study's trainer features: a warm start on problems outside the RL pool and
+the held-out sets (warmstart.pool = "disjoint"), and a train-pool sample evaluated beside the
+held-out set but kept out of eval_accuracy (eval.train_pool_size)."""
+
+import numpy as np
+import pytest
+
+from configs import countdown_paper_regime, countdown_tiny
+from insight_jax.rl import setup, warmstart
+from insight_jax.rl.data import TRAIN_POOL_SET, disjoint_records, warm_start_pool
+from insight_jax.rl.evaluate import EvalSet, eval_metrics, evaluate_sets
+from insight_jax.rl.train import _evaluate
+from insight_jax.tasks import get_task
+
+COUNTDOWN = countdown_tiny.get_config().task.kwargs.to_dict()
+
+
+def _countdown_key(record) -> tuple:
+    # The problem as a multiset of numbers and a target, written here, not the task's own key.
+    return tuple(sorted(record["nums"])), record["target"]
+
+
+def test_disjoint_countdown_records_are_new_valid_problems():
+    task = get_task("countdown", **COUNTDOWN)
+    pool = task.generate(2000, 7, split="train")
+    test = task.generate(256, 7, split="test")
+    exclude = {task.problem_key(r) for r in pool + test}
+    warm = disjoint_records(task, 1000, 7, len(pool), exclude)
+    taken = {_countdown_key(r) for r in pool + test}
+    assert len(warm) == 1000 and [r["index"] for r in warm] == list(range(1000))
+    assert not {_countdown_key(r) for r in warm} & taken
+    assert len({_countdown_key(r) for r in warm}) == 1000
+    assert all(task.verify(task.reference_completion(r), r) == 1.0 for r in warm)
+    # A problem space too small for both pools is an error, not a shorter warm-start pool.
+    small = get_task("countdown", num_numbers=(2,), max_number=3, max_target=6, tag="a")  # 14
+    with pytest.raises(ValueError, match="could only generate"):
+        disjoint_records(small, 8, 7, 10, set())
+
+
+def test_disjoint_records_drop_repeats_of_a_task_that_repeats_problems():
+    task = get_task("arithmetic", levels=(1, 2), ops=("+", "-"), tag="a")  # unique=False
+    pool = task.generate(2000, 3, split="train")
+    questions = [r["question"] for r in pool]
+    assert len(set(questions)) < len(questions)  # the pool repeats questions
+    warm = disjoint_records(task, 500, 3, len(pool), {task.problem_key(r) for r in pool})
+    assert len(warm) == 500 and not {r["question"] for r in warm} & set(questions)
+
+
+def _decoded_prompts(comps, batch) -> list[str]:
+    """The prompt text of each warm-start row: the unmasked tokens before the completion (the
+    columns whose targets the loss covers), without BOS."""
+    tok, out = comps.tokenizer, []
+    for row, mask, loss in zip(batch["tokens"], batch["mask"], batch["loss_mask"], strict=True):
+        completion = np.concatenate([[False], loss])
+        ids = [int(t) for t in row[mask & ~completion] if t != tok.bos_id]
+        out.append(tok.decode(ids))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["disjoint", "rl"])
+def test_warm_start_pool_modes(mode):
+    config = countdown_paper_regime.get_config()
+    config.warmstart.pool, config.task.rl_pool_size, config.seed = mode, 1500, 5
+    if mode == "rl":
+        config.warmstart.pool_size = 0
+    task = get_task("countdown", **COUNTDOWN)
+    pool = task.generate(2000, 5, split="train")
+    test = (EvalSet("test", task, tuple(task.generate(256, 5, split="test"))),)
+    warm, disjoint = warm_start_pool(config, task, pool, 1500, test)
+    keys = {_countdown_key(r) for r in warm}
+    rl = {_countdown_key(r) for r in pool[:1500]}
+    assert disjoint == (mode == "disjoint") == (not keys & rl)
+    if mode == "rl":
+        assert warm is pool
+    else:  # outside the whole pool, not only its RL part, and outside the test set
+        assert len(warm) == 1000
+        assert not keys & {_countdown_key(r) for r in pool + list(test[0].records)}
+
+
+def test_the_trainer_warm_starts_on_its_pool_and_evaluates_a_train_pool_sample(tmp_path, devices):
+    config = countdown_paper_regime.get_config("smoke")
+    comps = setup.build(config, tmp_path)
+    assert comps.warm_start_disjoint and len(comps.warm_pool) == config.task.num_train
+    # Every warm-start row's prompt is a warm-pool problem, none an RL or a test prompt.
+    rows = warmstart.warm_start_batch(comps, np.arange(len(comps.warm_pool)))
+    seen = _decoded_prompts(comps, rows)
+    assert seen == [comps.prompt(r) for r in comps.warm_pool]
+    rl_prompts = {comps.prompt(comps.pool[i]) for i in range(comps.num_items)}
+    assert not set(seen) & (rl_prompts | {comps.prompt(r) for r in comps.eval_sets[0].records})
+
+    assert [s.name for s in comps.eval_sets] == ["test", "train_pool"]
+    sample = comps.eval_sets[1].records
+    assert [r["index"] for r in sample] == list(range(config.eval.train_pool_size))
+    state = comps.init()
+    m = _evaluate(comps, state)
+    n = config.eval.num_samples
+    assert m["eval_accuracy"] == m[f"eval_test_avg@{n}"]
+    assert m[f"eval_train_pool_avg@{n}"] == m[f"eval_{TRAIN_POOL_SET}_avg@{n}"]
+    # The sample leaves the held-out set's numbers as they would be without it.
+    alone = evaluate_sets(
+        comps.eval_engine,
+        state.model,
+        comps.tokenizer,
+        comps.eval_sets[:1],
+        comps.fns.eval_key(state),
+        prompt=comps.policy.prompt,
+        prompt_len=comps.prompt_len,
+        sharding=comps.data_sharding,
+        batch_multiple=comps.batch_multiple,
+        success_threshold=config.selection.success_threshold,
+    )
+    assert {k: v for k, v in m.items() if "train_pool" not in k} == eval_metrics(alone, n)
+
+
+def test_eval_metrics_average_the_held_out_sets_only():
+    rng = np.random.default_rng(0)
+    results = {
+        name: {"accuracy": a, "reward": r, "spread": s, "pass@1": a, "pass@2": a}
+        for name, (a, r, s) in zip("abc", rng.uniform(size=(3, 3)), strict=True)
+    }
+    m = eval_metrics(results, 2, held_out=["a", "c"])
+    mean_ac = (results["a"]["accuracy"] + results["c"]["accuracy"]) / 2
+    assert m["eval_accuracy"] == pytest.approx(mean_ac)
+    assert m["eval_spread"] == pytest.approx((results["a"]["spread"] + results["c"]["spread"]) / 2)
+    assert m["eval_b_avg@2"] == results["b"]["accuracy"]
+    assert eval_metrics(results, 2)["eval_reward"] == pytest.approx(
+        np.mean([r["reward"] for r in results.values()])
+    )
