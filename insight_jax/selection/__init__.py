@@ -13,6 +13,7 @@ from insight_jax.selection.information import (
     beta_binomial_pmf,
     beta_entropy,
     mutual_information,
+    zero_variance_probability,
 )
 from insight_jax.selection.scores import (
     SCORER_NAMES,
@@ -24,6 +25,7 @@ from insight_jax.selection.scores import (
 )
 from insight_jax.selection.select import (
     Shard,
+    Skip,
     draw_candidates,
     init_scores,
     pool_shard,
@@ -39,6 +41,7 @@ __all__ = [
     "Beliefs",
     "Scorer",
     "Shard",
+    "Skip",
     "apply_update",
     "beta_binomial_pmf",
     "beta_entropy",
@@ -58,4 +61,5 @@ __all__ = [
     "top_k_indices",
     "update_beliefs",
     "validate_update",
+    "zero_variance_probability",
 ]

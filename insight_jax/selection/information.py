@@ -1,5 +1,6 @@
-"""Information quantities of a Beta belief: entropy, Beta-Binomial predictive, and the exact
-multi-rollout mutual information I_K(alpha, beta).
+"""Information quantities of a Beta belief: entropy, Beta-Binomial predictive (and its
+zero-variance mass P(S=0) + P(S=K)), and the exact multi-rollout mutual information I_K(alpha,
+beta).
 
 Notation: a belief phi ~ Beta(a, b) with evidence n = a + b; K rollouts give S ~ BetaBinomial(K, a,
 b) successes. The quantity the selector needs is
@@ -108,6 +109,35 @@ def beta_binomial_pmf(alpha: jax.Array, beta: jax.Array, num_rollouts: int) -> j
     p = w / jnp.sum(w, axis=-1, keepdims=True)
     # With a and b swapped, S and K - S swap roles: reverse the support.
     return jnp.where(swap[..., None], p[..., ::-1], p)
+
+
+def zero_variance_probability(alpha: jax.Array, beta: jax.Array, num_rollouts: int) -> jax.Array:
+    """Predictive probability that K rollouts all fail or all succeed (a zero-variance group).
+
+    P(S=0) + P(S=K),  S ~ BetaBinomial(K, a, b),  with
+        P(S=0) = prod_{j=0}^{K-1} (b + j) / (a + b + j),
+        P(S=K) = prod_{j=0}^{K-1} (a + j) / (a + b + j).
+
+    Such a group gives every rollout the same reward, hence zero GRPO advantage: rolling it out
+    teaches the policy nothing. The product form is exact; every factor lies in (0, 1], so
+    nothing overflows and each factor carries a few ulps of rounding, so float32 stays within
+    O(K) ulps relative even at large evidence, where lgamma differences would cancel.
+    The exact value is at most 1 (exactly 1 for K = 1); rounding past it is clipped.
+
+    Args:
+      alpha, beta: positive arrays (broadcastable), any float dtype.
+      num_rollouts: K, a static Python int in [1, MAX_ROLLOUTS].
+
+    Returns: P(S=0) + P(S=K) with the broadcast shape of alpha and beta.
+    """
+    k = _check_num_rollouts(num_rollouts)
+    a, b = jnp.broadcast_arrays(_as_float(alpha), _as_float(beta))
+    n = a + b
+    p_fail, p_succeed = jnp.ones_like(a), jnp.ones_like(a)
+    for j in range(k):
+        p_fail = p_fail * ((b + j) / (n + j))
+        p_succeed = p_succeed * ((a + j) / (n + j))
+    return jnp.minimum(p_fail + p_succeed, 1.0)
 
 
 def _h(x: jax.Array) -> jax.Array:

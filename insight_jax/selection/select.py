@@ -15,6 +15,13 @@ index) pairs, and a global top-M of the S*M pairs gives exactly the single-devic
 included: shard order is index order). Candidate gathers and cache updates are also done shard-
 locally inside shard_map.
 
+Skipping (optional, `Skip`). Prompts whose next K rollouts are predicted to be uninformative for
+GRPO (all fail or all succeed: zero_variance_probability > threshold) are ranked below every other
+prompt unless an exploration coin keeps them, as GRESO does from past rewards, here from the
+beliefs. The order is exactly lexicographic (kept first, then score, the usual ties), computed as a
+top-M of the kept prompts and, only when fewer than M are kept, a top-M of the skipped ones to fill
+the batch; both are shard-local top-ks like the plain selection.
+
 Padding. Pools are padded to a multiple of the shard count (beliefs.py); padded slots score -inf
 and non-finite real scores are mapped to the lowest finite float, so a padded slot can never be
 selected while there are real prompts left.
@@ -22,6 +29,7 @@ selected while there are real prompts left.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -33,9 +41,44 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from insight_jax.selection.beliefs import Beliefs, _check_indices, _check_int
+from insight_jax.selection.information import _check_num_rollouts, zero_variance_probability
 from insight_jax.selection.scores import Scorer
 
 _LOWEST = float(np.finfo(np.float32).min)
+
+# The exploration coins come from fold_in(key, _EXPLORE_STREAM), a stream of their own: the
+# split that feeds the candidate draw and the scorer is untouched, so skip=None selects exactly
+# what it did before skipping existed.
+_EXPLORE_STREAM = 0x736B6970  # "skip"
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+    """Skip prompts predicted to give a zero-variance group of rollouts (hashable: static).
+
+    A prompt with zero_variance_probability(alpha, beta, num_rollouts) > threshold is ranked below
+    every prompt that is not skipped, unless its exploration coin (probability `explore`, one
+    independent coin per prompt per selection) keeps it. Skipped prompts keep their order by
+    score, so when fewer than M prompts survive the best skipped ones fill the batch.
+
+    threshold: in [0, 1]; 1 skips nothing. explore: in [0, 1]; 1 keeps everything.
+    num_rollouts: K, the rollouts per prompt, a Python int in [1, MAX_ROLLOUTS].
+    """
+
+    threshold: float
+    explore: float
+    num_rollouts: int
+
+    def __post_init__(self):
+        for name in ("threshold", "explore"):
+            v = getattr(self, name)
+            if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.number):
+                raise TypeError(f"Skip.{name} must be a number in [0, 1], got {v!r}")
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"Skip.{name} must be in [0, 1], got {v!r}")
+            # Plain floats: equal options hash equally, so _select compiles once for them.
+            object.__setattr__(self, name, float(v))
+        object.__setattr__(self, "num_rollouts", _check_num_rollouts(self.num_rollouts))
 
 
 class Shard(NamedTuple):
@@ -105,6 +148,42 @@ def take(x: jax.Array, indices: jax.Array, shard: Shard | None = None) -> jax.Ar
     )(x, indices)
 
 
+def _skipped(key, alpha, beta, skip: Skip, shard: Shard | None) -> jax.Array:
+    """True where a prompt is skipped: predicted zero-variance and not kept by its coin.
+
+    Elementwise, so on a sharded pool every shard handles its own slice. The coins of a pool
+    are one uniform draw over its (padded) shape; with jax's default partitionable threefry the
+    bits of element i depend only on the key and i, so padding and sharding leave a real
+    prompt's coin unchanged (as for the stochastic scorers' draws).
+    """
+    p = zero_variance_probability(alpha, beta, skip.num_rollouts)
+    coin = jax.random.uniform(key, p.shape)
+    if shard is not None:
+        coin = lax.with_sharding_constraint(coin, NamedSharding(shard.mesh, P(shard.axes)))
+    return (p > skip.threshold) & (coin >= skip.explore)
+
+
+def _top_k_skipping(values, skipped, k: int, shard: Shard | None) -> jax.Array:
+    """top_k_indices(values, k) with every skipped entry ranked below every kept finite one.
+
+    Lexicographic (kept first, then value, ties to the lowest index): the top k of the kept
+    entries, and only if fewer than k are kept, the top of the skipped ones after them. -inf
+    entries (padding, never skipped) stay last. Subtracting a shift from skipped values instead
+    would round close float32 scores together and overflow at the lowest finite score (_clean's
+    NaN).
+    """
+    kept = jnp.where(skipped, -jnp.inf, values)
+    first = top_k_indices(kept, k, shard)
+    num_kept = jnp.sum(kept > -jnp.inf)
+
+    def fill():
+        rest = top_k_indices(jnp.where(skipped, values, -jnp.inf), k, shard)
+        pos = jnp.arange(k)
+        return jnp.where(pos < num_kept, first, rest[jnp.maximum(pos - num_kept, 0)])
+
+    return lax.cond(num_kept >= k, lambda: first, fill)
+
+
 def draw_candidates(key: jax.Array, num_items: int, num_candidates: int) -> jax.Array:
     """`num_candidates` distinct prompt indices, uniform without replacement from [0, num_items).
 
@@ -136,8 +215,10 @@ def draw_candidates(key: jax.Array, num_items: int, num_candidates: int) -> jax.
     return lax.cond(jnp.sum(first) >= num_candidates, lambda: stream, dense)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "num_candidates", "scorer", "shard"))
-def _select(key, beliefs, scores, *, batch_size, num_candidates, scorer, shard):
+@functools.partial(
+    jax.jit, static_argnames=("batch_size", "num_candidates", "scorer", "shard", "skip")
+)
+def _select(key, beliefs, scores, *, batch_size, num_candidates, scorer, shard, skip=None):
     num_items = beliefs.num_items
     k_cand, k_score = jax.random.split(key)
     if num_candidates >= num_items:
@@ -146,7 +227,12 @@ def _select(key, beliefs, scores, *, batch_size, num_candidates, scorer, shard):
         valid = jnp.arange(scores.shape[0]) < num_items
         if shard is not None:
             valid = lax.with_sharding_constraint(valid, NamedSharding(shard.mesh, P(shard.axes)))
-        return top_k_indices(_clean(scores, valid), batch_size, shard)
+        values = _clean(scores, valid)
+        if skip is None:
+            return top_k_indices(values, batch_size, shard)
+        k_explore = jax.random.fold_in(key, _EXPLORE_STREAM)
+        skipped = valid & _skipped(k_explore, beliefs.alpha, beliefs.beta, skip, shard)
+        return _top_k_skipping(values, skipped, batch_size, shard)
     cand = draw_candidates(k_cand, num_items, num_candidates)
     if scores is None:
         cand_scores = scorer(
@@ -154,8 +240,13 @@ def _select(key, beliefs, scores, *, batch_size, num_candidates, scorer, shard):
         )
     else:
         cand_scores = take(scores, cand, shard)
-    best = lax.top_k(_clean(cand_scores, jnp.ones_like(cand, bool)), batch_size)[1]
-    return cand[best]
+    values = _clean(cand_scores, jnp.ones_like(cand, bool))
+    if skip is None:
+        return cand[lax.top_k(values, batch_size)[1]]
+    # O(Mhat) gathers; the candidates' coins and skip tests are replicated, like their scores.
+    alpha, beta = take(beliefs.alpha, cand, shard), take(beliefs.beta, cand, shard)
+    skipped = _skipped(jax.random.fold_in(key, _EXPLORE_STREAM), alpha, beta, skip, None)
+    return cand[_top_k_skipping(values, skipped, batch_size, None)]
 
 
 def select_batch(
@@ -167,6 +258,7 @@ def select_batch(
     *,
     scores: jax.Array | None = None,
     shard: Shard | None = None,
+    skip: Skip | None = None,
 ) -> jax.Array:
     """Indices (int32, [batch_size], best first) of the prompts to roll out this step.
 
@@ -181,6 +273,8 @@ def select_batch(
         instead of rescoring.
       shard: where the pool is sharded; inferred from concrete arrays if not given (pass it
         explicitly when calling under an outer jit).
+      skip: optional Skip: prompts predicted to give zero-variance groups rank last unless
+        their exploration coin keeps them. None selects exactly as without the option.
     """
     num_items = beliefs.num_items
     batch_size = _check_int("batch_size", batch_size)
@@ -194,6 +288,8 @@ def select_batch(
         raise ValueError(
             f"cached scores are only valid for deterministic scorers, not {scorer.name!r}"
         )
+    if skip is not None and not isinstance(skip, Skip):
+        raise TypeError(f"skip must be a Skip or None, got {skip!r}")
     if shard is None and not isinstance(beliefs.alpha, jax.core.Tracer):
         shard = pool_shard(beliefs.alpha)
     return _select(
@@ -204,6 +300,7 @@ def select_batch(
         num_candidates=min(num_candidates, num_items),
         scorer=scorer,
         shard=shard,
+        skip=skip,
     )
 
 
