@@ -294,6 +294,7 @@ def build_learn_step(
         warm_batch_size=m,
         dynamic_sampling_rounds=0,
         decay=1.0,
+        skip=None,
         success_threshold=1.0,
         temperature=1.0,
         grpo=grpo,

@@ -2,6 +2,12 @@
 the held-out sets (warmstart.pool = "disjoint"), and a train-pool sample evaluated beside the
 held-out set but kept out of eval_accuracy (eval.train_pool_size)."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
 import numpy as np
 import pytest
 
@@ -12,6 +18,7 @@ from insight_jax.rl.evaluate import EvalSet, eval_metrics, evaluate_sets
 from insight_jax.rl.train import _evaluate
 from insight_jax.tasks import get_task
 
+ROOT = Path(__file__).resolve().parents[1]
 COUNTDOWN = countdown_tiny.get_config().task.kwargs.to_dict()
 
 
@@ -126,3 +133,58 @@ def test_eval_metrics_average_the_held_out_sets_only():
     assert eval_metrics(results, 2)["eval_reward"] == pytest.approx(
         np.mean([r["reward"] for r in results.values()])
     )
+
+
+def test_skipping_keeps_predicted_zero_variance_prompts_out_of_the_batch(tmp_path, devices):
+    """With selection.skip_threshold, the trainer's selection leaves out prompts whose beliefs
+    predict an all-fail or all-succeed group (explore 0); without it, uniform draws take them."""
+    config = countdown_paper_regime.get_config("random,smoke")
+    config.selection.skip_threshold = 0.5
+    comps = setup.build(config, tmp_path / "skip")
+    state = comps.init()
+    n, k = comps.num_items, config.rl.num_rollouts
+    # Even prompts: 0 successes in 30 trials, so P(S = 0) = prod (31 + j) / (32 + j) > 0.5.
+    alpha = np.ones(state.beliefs.alpha.shape, np.float32)
+    beta = alpha.copy()
+    beta[:n:2] = 31.0
+    assert np.prod([(31 + j) / (32 + j) for j in range(k)]) > 0.5  # the predictive, by hand
+    beliefs = state.beliefs.replace(
+        alpha=jax.device_put(alpha, state.beliefs.alpha.sharding),
+        beta=jax.device_put(beta, state.beliefs.beta.sharding),
+    )
+    picked = []
+    for step in range(4):
+        idx, _ = comps.fns.select(state.replace(beliefs=beliefs, step=state.step + step))
+        picked += np.asarray(idx).tolist()
+    assert all(i % 2 == 1 for i in picked)
+    config.selection.skip_threshold = 0.0
+    plain = setup.build(config, tmp_path / "plain")
+    idx, _ = plain.fns.select(plain.init().replace(beliefs=beliefs))
+    assert any(i % 2 == 0 for i in np.asarray(idx).tolist())
+
+
+def test_the_study_smoke_runs_and_reports(tmp_path):
+    """benchmarks/efficiency_paper_regime.py on the sweep file's smoke rows: run (resumable),
+    report with the JSON's required keys, figure."""
+    script = [sys.executable, str(ROOT / "benchmarks/efficiency_paper_regime.py")]
+    root = tmp_path / "study"
+    run = [*script, "run", "--sweeps=smoke", f"--root={root}", "--jobs=2"]
+    out = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    again = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "4 of 4 rows already finished" in again.stdout
+    report = [*script, "report", f"--root={root}", "--main-sweep=smoke", "--n-boot=200"]
+    report += [f"--out={tmp_path / 'paper.json'}", f"--figures={tmp_path / 'fig'}"]
+    rep = subprocess.run(report, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    res = json.loads((tmp_path / "paper.json").read_text())
+    assert res["draws_per_prompt"] == 12.8 and res["warm_start_disjoint"] is True
+    assert set(res["methods"]) == {"random", "insight"}
+    insight = res["methods"]["insight"]
+    assert insight["seeds"] == [1, 2]
+    assert set(insight["final_pass1"]) == {"mean", "ci"} and len(insight["final_pass1"]["ci"]) == 2
+    assert set(insight["speedup"]) == {"point", "ci"}
+    assert set(insight["train_pool_gap"]) == {"before_rl", "after"}
+    assert res["cost"]["runs"] == 4
+    assert (tmp_path / "fig" / "paper.png").stat().st_size > 10_000
+    assert "| insight | 2 |" in (tmp_path / "paper.md").read_text()

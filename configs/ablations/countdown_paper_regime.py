@@ -26,6 +26,26 @@ CONFIG = "configs/countdown_paper_regime.py"
 SEEDS = list(range(16, 26))
 FEW = SEEDS[:5]
 FIXED = {"config.warmstart.cache_dir": "workdirs/warm_cache", "config.checkpoint.every": 25}
+# configs/countdown_paper_regime.py:smoke as overrides, so row names stay "<method>,seed=<s>"
+SMOKE = {
+    "config.task.num_train": 64,
+    "config.task.num_test": 16,
+    # countdown_tiny's override keys, at the smoke shrink's sizes (its head shape is the preset's)
+    "config.model.overrides.num_layers": 1,
+    "config.model.overrides.embed_dim": 32,
+    "config.model.overrides.mlp_dim": 64,
+    "config.warmstart.steps": 4,
+    "config.warmstart.batch_size": 8,
+    "config.warmstart.pool_size": 0,
+    "config.rl.steps": 4,
+    "config.rl.batch_size": 8,
+    "config.rl.num_rollouts": 4,
+    "config.selection.num_candidates": 32,
+    "config.eval.every": 2,
+    "config.eval.num_samples": 2,
+    "config.eval.train_pool_size": 8,
+    "config.checkpoint.every": 2,
+}
 SKIP = {"config.selection.skip_threshold": 0.5, "config.selection.skip_explore": 0.05}
 
 
@@ -65,4 +85,9 @@ def get_hyper(h, name="main"):
                 _rows(h, FEW, ["insight"], h.fixed("config.selection.success_rule", "fractional")),
             ]
         )
-    raise ValueError(f"unknown sweep {name!r}: warm, main, draws or beyond")
+    if name == "smoke":  # the seconds-long shape of "main" that CI runs end to end
+        fixed = [h.fixed(k, v) for k, v in SMOKE.items()]  # no shared cache: 4 warm-start steps
+        return h.product(
+            [h.sweep("config.seed", [1, 2]), h.sweep("arg", ["random", "insight"]), *fixed]
+        )
+    raise ValueError(f"unknown sweep {name!r}: warm, main, draws, beyond or smoke")

@@ -29,7 +29,14 @@ from insight_jax.rl.rollout import RolloutEngine, SamplingSettings
 from insight_jax.rl.state import TrainState
 from insight_jax.rl.steps import StepFns, StepSettings, make_step_fns, train_state_shardings
 from insight_jax.rl.validate import ConfigError, as_rules
-from insight_jax.selection import Scorer, get_scorer, init_beliefs, init_scores, pool_shard
+from insight_jax.selection import (
+    Scorer,
+    Skip,
+    get_scorer,
+    init_beliefs,
+    init_scores,
+    pool_shard,
+)
 from insight_jax.tasks import get_task
 from insight_jax.tasks.base import Task
 
@@ -240,6 +247,11 @@ def build_steps(
         warm_batch_size=c.warmstart.batch_size,
         dynamic_sampling_rounds=sel.dynamic_sampling_rounds,
         decay=float(sel.decay),
+        skip=(
+            Skip(sel.skip_threshold, sel.skip_explore, rl.num_rollouts)
+            if sel.skip_threshold
+            else None
+        ),
         success_threshold=float(sel.success_threshold),
         temperature=float(rl.temperature),
         grpo=grpo,

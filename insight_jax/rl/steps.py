@@ -33,6 +33,7 @@ from insight_jax.rl.state import TrainState
 from insight_jax.selection import (
     Scorer,
     Shard,
+    Skip,
     apply_update,
     draw_candidates,
     rescore,
@@ -58,6 +59,7 @@ class StepSettings:
     warm_batch_size: int
     dynamic_sampling_rounds: int  # R (0: off)
     decay: float  # lambda
+    skip: Skip | None  # predicted-zero-variance skipping (selection.skip_threshold; None: off)
     success_threshold: float  # for train_accuracy
     temperature: float  # of the rollouts, for the log-probs of the ratio
     grpo: GRPOConfig
@@ -183,6 +185,7 @@ def make_step_fns(
             scorer,
             scores=cached,
             shard=pool_shard,
+            skip=s.skip,
         )
         return idx, k_roll
 

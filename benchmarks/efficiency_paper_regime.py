@@ -1,0 +1,322 @@
+"""The efficiency study in the paper's regime (configs/countdown_paper_regime.py): M = 256
+prompts x K = 8 per step from N = 2000 for 100 steps (12.8 draws per prompt), a warm start on
+problems outside the RL pool and the test set, fresh seeds 16-25.
+
+Two steps, both resumable (finished rows are skipped, an interrupted row resumes):
+
+  python benchmarks/efficiency_paper_regime.py run [--sweeps main,draws,beyond]
+                                                   [--root workdirs/paper] [--jobs 1]
+  python benchmarks/efficiency_paper_regime.py report [--root workdirs/paper]
+
+`run` expands the sweeps of configs/ablations/countdown_paper_regime.py with launch/sweep.py.
+`report` reads every finished run and writes
+
+  benchmarks/results/efficiency_paper_regime.json  top level: draws_per_prompt,
+      warm_start_disjoint (true when every run's warm-start problems share none with its RL
+      pool or test set, as measured by the trainer), per method: seeds, final_pass1 (mean, ci),
+      speedup (point, ci), the paired difference from Random, rollouts to target, and the
+      train-pool minus held-out pass@1 gap before and after RL (mean, ci over seeds); the
+      draws-per-prompt sweep (InSight against Random at each M); the "beyond" selectors; the
+      study's cost (runs, CPU hours of the RL steps, wall hours).
+  benchmarks/results/efficiency_paper_regime.md    the tables
+  docs/figures/efficiency_paper_regime.png         curves with 95% bands, paired differences,
+                                                    and InSight minus Random per draws/prompt
+
+The statistics are insight_jax/study (the same definitions as docs/results.md): final pass@1 with
+a 95% t-interval, paired per-seed differences, steps-to-target speed-up against Random's final
+mean with a 10,000-sample seed bootstrap, rollouts to the same target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_FILE = "configs/ablations/countdown_paper_regime.py"
+TASK = "countdown_paper_regime"  # the sweep file's stem: <root>/<TASK>/<sweep>/<row>
+ORDER = ["random", "insight", "mopps", "ds", "expected_difficulty", "inverse_evidence"]
+RL_STEPS, POOL = 100, 2000
+
+
+def cmd_run(args) -> int:
+    failed = 0
+    for sweep in args.sweeps.split(","):
+        spec = f"{SWEEP_FILE}:{sweep}"
+        print(f"== {spec}", flush=True)
+        cmd = [sys.executable, str(ROOT / "launch" / "sweep.py"), spec, f"--root={args.root}"]
+        failed += subprocess.call([*cmd, f"--jobs={args.jobs}"], cwd=ROOT)
+    return 1 if failed else 0
+
+
+def _ci(d: dict, scale: float = 1.0) -> list[float | None]:
+    lo, hi = d.get("lo"), d.get("hi")
+    return [None if lo is None else scale * lo, None if hi is None else scale * hi]
+
+
+def _run_summaries(sweep_dir: Path) -> dict[str, dict[int, dict]]:
+    """{variant: {seed: summary.json}} of the finished runs of a sweep directory."""
+    from insight_jax.study.report import parse_row_name
+
+    out: dict[str, dict[int, dict]] = {}
+    for workdir in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
+        path = workdir / "summary.json"
+        if not path.is_file():
+            continue
+        summary = json.loads(path.read_text())
+        if "eval_accuracy_after" in summary:
+            name, seed = parse_row_name(workdir.name)
+            out.setdefault(name, {})[seed] = summary
+    return out
+
+
+def _gap(runs: dict[int, dict], tag: str) -> dict[str, Any] | None:
+    """Train-pool minus held-out pass@1 at `tag` (before_rl / after), mean and 95% t-interval."""
+    from insight_jax.study import stats
+
+    gaps = [
+        s[f"eval_train_pool_{tag}"] - s[f"eval_test_{tag}"]
+        for s in runs.values()
+        if f"eval_train_pool_{tag}" in s
+    ]
+    if not gaps:
+        return None
+    mean, lo, hi = stats.mean_ci(np.asarray(gaps))
+    pools = [s[f"eval_train_pool_{tag}"] for s in runs.values() if f"eval_train_pool_{tag}" in s]
+    tests = [s[f"eval_test_{tag}"] for s in runs.values() if f"eval_test_{tag}" in s]
+    return {
+        "train_pool": float(np.mean(pools)),
+        "held_out": float(np.mean(tests)),
+        "gap": float(mean),
+        "ci": [float(lo), float(hi)] if len(gaps) > 1 else [None, None],
+    }
+
+
+def _method_row(row: dict, runs: dict[int, dict]) -> dict[str, Any]:
+    out = {
+        "seeds": row["seeds"],
+        "final_pass1": {"mean": row["final_accuracy"]["mean"], "ci": _ci(row["final_accuracy"])},
+        "start_pass1": row["start_accuracy"],
+        "rollouts_total": row["rollouts_total"],
+        "rollouts_to_target": row["rollouts_to_target"],
+        "zero_variance_share": row["selection_stats"].get("zero_var_frac_mean"),
+        "train_pool_gap": {"before_rl": _gap(runs, "before_rl"), "after": _gap(runs, "after")},
+    }
+    if "speedup" in row:
+        out["speedup"] = {"point": row["speedup"]["speedup"], "ci": _ci(row["speedup"])}
+        out["vs_random"] = row["final_vs_baseline"]
+    return out
+
+
+def _markdown(methods: dict[str, dict], title: str) -> list[str]:
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    lines = [f"## {title}", ""]
+    lines.append(
+        "| method | seeds | final pass@1 % (95% CI) | vs random (pts, 95% CI; p) | "
+        "speed-up (95% CI) | rollouts to target | train-pool gap before / after RL (pts) |"
+    )
+    lines.append("|---|---|---|---|---|---|---|")
+    for name, m in methods.items():
+        f = m["final_pass1"]
+        vs = m.get("vs_random")
+        vs_text = (
+            f"{100 * vs['diff']:+.1f} [{pct(vs['lo'])}, {pct(vs['hi'])}]; p={vs['p_value']:.2f}"
+            if vs and vs.get("diff") is not None and vs.get("p_value") is not None
+            else "-"
+        )
+        sp = m.get("speedup")
+        sp_text = "1 (baseline)"
+        if sp:
+            lo, hi = sp["ci"]
+            sp_text = f"{_fmt(sp['point'])} [{_fmt(lo)}, {_fmt(hi)}]"
+        r = m["rollouts_to_target"]
+        r_text = "-" if r["mean"] is None else f"{r['mean']:.0f} ({r['n_reached']}/{r['n_seeds']})"
+        gaps = [m["train_pool_gap"][t] for t in ("before_rl", "after")]
+        g_text = " / ".join("-" if g is None else f"{100 * g['gap']:+.1f}" for g in gaps)
+        lines.append(
+            f"| {name} | {len(m['seeds'])} | {pct(f['mean'])} [{pct(f['ci'][0])}, "
+            f"{pct(f['ci'][1])}] | {vs_text} | {sp_text} | {r_text} | {g_text} |"
+        )
+    return [*lines, ""]
+
+
+def _fmt(x: float | None) -> str:
+    return "never" if x is None else f"{x:.2f}"
+
+
+def _batch_size(variant: str) -> int:
+    for part in variant.split(","):
+        if part.startswith("rl.batch_size="):
+            return int(part.split("=")[1])
+    return 256
+
+
+def cmd_report(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import jax
+    import matplotlib.pyplot as plt
+
+    from insight_jax.study import report
+
+    root = Path(args.root) / TASK
+    main_dir = root / args.main_sweep
+    variants = report.load_sweep_dir(main_dir) if main_dir.is_dir() else {}
+    if "random" not in variants or len(variants) < 2:
+        raise SystemExit(f"no finished Random and other method under {main_dir}")
+    runs = _run_summaries(main_dir)
+    summary = report.summarize(variants, baseline="random", n_boot=args.n_boot)
+    order = [m for m in ORDER if m in variants]
+    methods = {m: _method_row(summary["variants"][m], runs[m]) for m in order}
+    md = _markdown(methods, "Countdown, M = 256, K = 8, N = 2000, disjoint warm start")
+
+    # Draws per prompt: InSight against Random at each M (M = 256 from the main sweep).
+    draws: dict[str, Any] = {}
+    draws_variants = report.load_sweep_dir(root / "draws") if (root / "draws").is_dir() else {}
+    by_m: dict[int, dict] = {256: {k: variants[k] for k in ("random", "insight") if k in variants}}
+    for name, v in draws_variants.items():
+        by_m.setdefault(_batch_size(name), {})[v.method] = v
+    for m_size in sorted(by_m):
+        group = by_m[m_size]
+        if {"random", "insight"} <= set(group) and set(group["insight"].seeds) <= set(
+            group["random"].seeds
+        ):
+            s = report.summarize(group, baseline="random", n_boot=args.n_boot)
+            ins = s["variants"]["insight"]
+            draws[str(m_size)] = {
+                "draws_per_prompt": m_size * RL_STEPS / POOL,
+                "seeds": ins["seeds"],
+                "random_final_pass1": s["variants"]["random"]["final_accuracy"]["mean"],
+                "insight_final_pass1": ins["final_accuracy"]["mean"],
+                "insight_vs_random": ins["final_vs_baseline"],
+                "insight_speedup": {"point": ins["speedup"]["speedup"], "ci": _ci(ins["speedup"])},
+            }
+    if draws:
+        md += ["## InSight against Random by draws per prompt (M at N = 2000)", ""]
+        md += ["| M | draws / prompt | seeds | Random % | InSight % | diff (pts, 95% CI) | "
+               "speed-up (95% CI) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for m_size, d in draws.items():
+            vs, sp = d["insight_vs_random"], d["insight_speedup"]
+            md.append(
+                f"| {m_size} | {d['draws_per_prompt']:.1f} | {len(d['seeds'])} | "
+                f"{100 * d['random_final_pass1']:.1f} | {100 * d['insight_final_pass1']:.1f} | "
+                f"{100 * vs['diff']:+.1f} [{100 * vs['lo']:+.1f}, {100 * vs['hi']:+.1f}] | "
+                f"{_fmt(sp['point'])} [{_fmt(sp['ci'][0])}, {_fmt(sp['ci'][1])}] |"
+            )
+        md.append("")
+
+    # Beyond the paper: selectors against the main sweep's Random on the same seeds.
+    beyond: dict[str, Any] = {}
+    beyond_dir = root / "beyond"
+    extra = report.load_sweep_dir(beyond_dir) if beyond_dir.is_dir() else {}
+    if extra:
+        merged = {**{k: variants[k] for k in ("random", "ds") if k in variants}, **extra}
+        b_summary = report.summarize(merged, baseline="random", n_boot=args.n_boot)
+        b_runs = {
+            **{k: runs[k] for k in ("random", "ds") if k in runs},
+            **_run_summaries(beyond_dir),
+        }
+        beyond = {n: _method_row(b_summary["variants"][n], b_runs[n]) for n in merged}
+        md += _markdown(beyond, "Beyond the paper: selectors against Random (same seeds)")
+
+    all_runs = [s for r in (runs, _run_summaries(root / "draws"), _run_summaries(beyond_dir))
+                for seeds in r.values() for s in seeds.values()]  # fmt: skip
+    flags = {s.get("warm_start_disjoint") for s in all_runs}
+    results = {
+        "draws_per_prompt": 256 * RL_STEPS / POOL,
+        "warm_start_disjoint": flags == {True},
+        "settings": {
+            "config": "configs/countdown_paper_regime.py",
+            "sweeps": SWEEP_FILE,
+            "M": 256,
+            "K": 8,
+            "N": POOL,
+            "rl_steps": RL_STEPS,
+            "Mhat": "16 M (whole pool)",
+            "baseline": "random",
+            "n_boot": args.n_boot,
+        },
+        "methods": methods,
+        "draws": draws,
+        "beyond": beyond,
+        "cost": {
+            "runs": len(all_runs),
+            "rl_step_hours": sum(s.get("time_rl_steps_s", 0.0) for s in all_runs) / 3600,
+            "wall_hours": sum(s.get("wall_time_this_session_s", 0.0) for s in all_runs) / 3600,
+            "runs_on": args.runs_on,
+        },
+        "report_machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "jax": jax.__version__,
+        },
+        "curves": {m: summary["variants"][m]["curve"] for m in order},
+        "steps": summary["steps"],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+    report.plot_curves(axes[0], variants, order, "held-out pass@1, mean and 95% band")
+    report.plot_curves_vs_baseline(axes[1], summary, order, "difference from random, same seeds")
+    if draws:
+        xs = [d["draws_per_prompt"] for d in draws.values()]
+        ys = [100 * d["insight_vs_random"]["diff"] for d in draws.values()]
+        lo = [
+            100 * (d["insight_vs_random"]["diff"] - d["insight_vs_random"]["lo"])
+            for d in draws.values()
+        ]
+        hi = [
+            100 * (d["insight_vs_random"]["hi"] - d["insight_vs_random"]["diff"])
+            for d in draws.values()
+        ]
+        axes[2].errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label="insight - random")
+        axes[2].axhline(0.0, color="gray", ls="--")
+        axes[2].set_xscale("log", base=2)
+        axes[2].set_xlabel("draws per prompt (M x 100 steps / N)")
+        axes[2].set_ylabel("final pass@1 difference (pts), 95% CI")
+        axes[2].set_title("InSight minus Random by draws per prompt")
+        axes[2].legend()
+    else:
+        axes[2].set_axis_off()
+    fig.tight_layout()
+    figure = Path(args.figures) / f"{out.stem}.png"
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(figure, dpi=120)
+    print("\n".join(md))
+    print(f"wrote {out}, {out.with_suffix('.md')} and {figure}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("command", choices=["run", "report"])
+    p.add_argument("--sweeps", default="main,draws,beyond")
+    p.add_argument("--root", default="workdirs/paper")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--main-sweep", default="main", help="the sweep reported as the main one")
+    p.add_argument("--n-boot", type=int, default=10000)
+    p.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "efficiency_paper_regime.json")
+    )
+    p.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
+    p.add_argument("--runs-on", default="this machine (see report_machine)")
+    args = p.parse_args(argv)
+    return cmd_run(args) if args.command == "run" else cmd_report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
