@@ -181,7 +181,8 @@ def test_few_survivors_filled_from_skipped_in_score_order():
         np.testing.assert_array_equal(got, np.r_[first, rest][:m], err_msg=f"Mhat={mhat}")
 
 
-@pytest.mark.parametrize("name", ["insight", "mopps"])
+# mopps (a stochastic scorer: its stream must be untouched too) compiles slowly: ~1 min.
+@pytest.mark.parametrize("name", ["insight", pytest.param("mopps", marks=pytest.mark.slow)])
 def test_trivial_skips_and_none_follow_the_documented_streams(name):
     """skip=None is the top-M of the scorer's scores under split(key) (what selection did before
     skipping existed); explore=1 (every coin keeps), threshold=1 (P <= 1 never exceeds it) and
@@ -238,7 +239,8 @@ def test_exploration_rate_is_honoured():
     assert abs(both - trials * explore**2) < tol, f"seed={seed} overlap {both}"
 
 
-@pytest.mark.parametrize("layout", ["data8", "data_fsdp"])
+# One layout in the default run (each compiles 8 selections, ~30 s); both under -m slow.
+@pytest.mark.parametrize("layout", [pytest.param("data8", marks=pytest.mark.slow), "data_fsdp"])
 def test_sharded_equals_single_device(layout, devices):
     n, seed = 3001, 26  # not a multiple of 8: padded slots must never be selected
     sharding = _mesh_sharding(layout)
