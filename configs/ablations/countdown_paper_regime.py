@@ -17,7 +17,9 @@ short (a session that ends) holds complete paired seeds of the methods before it
     with predicted-zero-variance skipping (skip a prompt whose Beta-Binomial predictive
     P(S = 0) + P(S = K) > 1/2, i.e. more likely uninformative than not; explore 5%), and
     InSight with the success rule "fractional" (Countdown's 0.1 for a well-formed answer
-    counts 0.1 of a success, as it trains GRPO); thresholds chosen a priori, not tuned.
+    counts 0.1 of a success, as it trains GRPO); and InSight with a prior at the warm start's
+    pass rate (FITTED_PRIOR, from the pilot seed 0), so unseen prompts stop outranking all
+    others; thresholds chosen a priori, not tuned.
 """
 
 from configs import countdown_paper_regime
@@ -46,6 +48,9 @@ SMOKE = {
     "config.eval.train_pool_size": 8,
     "config.checkpoint.every": 2,
 }
+# A prior at the warm start's pass rate: the pilot (seed 0) scored 7.1% pass@1 on its RL pool
+# and test set together before RL; Beta(0.14, 1.86) has that mean and Beta(1, 1)'s strength 2.
+FITTED_PRIOR = {"config.selection.alpha0": 0.14, "config.selection.beta0": 1.86}
 SKIP = {"config.selection.skip_threshold": 0.5, "config.selection.skip_explore": 0.05}
 
 
@@ -83,6 +88,7 @@ def get_hyper(h, name="main"):
             [
                 _rows(h, FEW, ["insight", "random"], *skip),
                 _rows(h, FEW, ["insight"], h.fixed("config.selection.success_rule", "fractional")),
+                _rows(h, FEW, ["insight"], *[h.fixed(k, v) for k, v in FITTED_PRIOR.items()]),
             ]
         )
     if name == "smoke":  # the seconds-long shape of "main" that CI runs end to end
