@@ -45,6 +45,8 @@ SWEEP_FILE = "configs/ablations/countdown_paper_regime.py"
 TASK = "countdown_paper_regime"  # the sweep file's stem: <root>/<TASK>/<sweep>/<row>
 ORDER = ["random", "insight", "mopps", "ds", "expected_difficulty", "inverse_evidence"]
 RL_STEPS, POOL = 100, 2000
+REQUIRED_SEEDS = {"random": 10, "insight": 10, "mopps": 10, "ds": 10}
+REQUIRED_SEEDS |= {"expected_difficulty": 5, "inverse_evidence": 5}
 
 
 def cmd_run(args) -> int:
@@ -233,7 +235,15 @@ def cmd_report(args) -> int:
     all_runs = [s for r in (runs, _run_summaries(root / "draws"), _run_summaries(beyond_dir))
                 for seeds in r.values() for s in seeds.values()]  # fmt: skip
     flags = {s.get("warm_start_disjoint") for s in all_runs}
+    missing = {
+        m: max(0, need - len(methods[m]["seeds"]) if m in methods else need)
+        for m, need in REQUIRED_SEEDS.items()
+    }
     results = {
+        # The minimum: 10 paired seeds of the headline methods, 5 of the other two;
+        # until then the numbers are interim (missing: seeds still to run per method).
+        "complete": not any(missing.values()),
+        "seeds_missing": missing,
         "draws_per_prompt": 256 * RL_STEPS / POOL,
         "warm_start_disjoint": flags == {True},
         "settings": {

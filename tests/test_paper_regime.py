@@ -186,5 +186,6 @@ def test_the_study_smoke_runs_and_reports(tmp_path):
     assert set(insight["speedup"]) == {"point", "ci"}
     assert set(insight["train_pool_gap"]) == {"before_rl", "after"}
     assert res["cost"]["runs"] == 4
+    assert res["complete"] is False and res["seeds_missing"]["insight"] == 8
     assert (tmp_path / "fig" / "paper.png").stat().st_size > 10_000
     assert "| insight | 2 |" in (tmp_path / "paper.md").read_text()
