@@ -2,6 +2,7 @@
 the held-out sets (warmstart.pool = "disjoint"), and a train-pool sample evaluated beside the
 held-out set but kept out of eval_accuracy (eval.train_pool_size)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from configs import countdown_paper_regime, countdown_tiny
 from insight_jax.rl import setup, warmstart
 from insight_jax.rl.data import TRAIN_POOL_SET, disjoint_records, warm_start_pool
-from insight_jax.rl.evaluate import EvalSet, eval_metrics, evaluate_sets
+from insight_jax.rl.evaluate import EvalSet, eval_metrics
 from insight_jax.rl.train import _evaluate
 from insight_jax.tasks import get_task
 
@@ -104,19 +105,8 @@ def test_the_trainer_warm_starts_on_its_pool_and_evaluates_a_train_pool_sample(t
     assert m["eval_accuracy"] == m[f"eval_test_avg@{n}"]
     assert m[f"eval_train_pool_avg@{n}"] == m[f"eval_{TRAIN_POOL_SET}_avg@{n}"]
     # The sample leaves the held-out set's numbers as they would be without it.
-    alone = evaluate_sets(
-        comps.eval_engine,
-        state.model,
-        comps.tokenizer,
-        comps.eval_sets[:1],
-        comps.fns.eval_key(state),
-        prompt=comps.policy.prompt,
-        prompt_len=comps.prompt_len,
-        sharding=comps.data_sharding,
-        batch_multiple=comps.batch_multiple,
-        success_threshold=config.selection.success_threshold,
-    )
-    assert {k: v for k, v in m.items() if "train_pool" not in k} == eval_metrics(alone, n)
+    alone = _evaluate(dataclasses.replace(comps, eval_sets=comps.eval_sets[:1]), state)
+    assert {k: v for k, v in m.items() if "train_pool" not in k} == alone
 
 
 def test_eval_metrics_average_the_held_out_sets_only():

@@ -132,16 +132,16 @@ def warm_start_pool(
       * "disjoint": `warmstart.pool_size` generated problems of the train split outside the
         RL pool and the held-out sets, so RL starts on prompts the policy was never taught
         (as the paper's policies start on theirs).
-    The flag is measured by comparing problem keys, not assumed from the mode."""
+    For "disjoint" the flag is measured by comparing problem keys, not assumed from the mode;
+    "rl" holds the RL pool itself, so it is False without reading the pool (which may be large).
+    """
+    if c.warmstart.pool == "rl":
+        return pool, False
     taken = {task.problem_key(pool[i]) for i in range(num_items)}
     taken |= {s.task.problem_key(r) for s in eval_sets for r in s.records}
-    if c.warmstart.pool == "rl":
-        warm = pool
-    else:
-        size = c.warmstart.pool_size or len(pool)
-        warm = disjoint_records(task, size, c.seed, len(pool), taken)
-    disjoint = not any(task.problem_key(warm[i]) in taken for i in range(len(warm)))
-    return warm, disjoint
+    size = c.warmstart.pool_size or len(pool)
+    warm = disjoint_records(task, size, c.seed, len(pool), taken)
+    return warm, not any(task.problem_key(r) in taken for r in warm)
 
 
 def _pin_sources(data_dir: Path, sources: dict[str, str]) -> None:
