@@ -65,7 +65,15 @@ def _wait(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 900) ->
 
 
 def _logs(log_dir: Path) -> str:
-    return "\n".join(f.read_text(errors="replace")[-3000:] for f in sorted(log_dir.glob("*.log")))
+    """Each process's first Python traceback (the cause: a process that fails leaves the
+    other waiting on a collective until both abort) and the end of its log."""
+    parts = []
+    for f in sorted(log_dir.glob("*.log")):
+        text = f.read_text(errors="replace")
+        first = text.find("Traceback (most recent call last)")
+        cause = text[first : first + 3000] if first >= 0 else ""
+        parts.append(f"== {f.name}\n{cause}\n...\n{text[-3000:]}")
+    return "\n".join(parts)
 
 
 def _metrics(workdir: Path) -> list[dict]:

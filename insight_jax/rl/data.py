@@ -27,6 +27,7 @@ from typing import Any
 
 import ml_collections
 
+from insight_jax import workdir as wd
 from insight_jax.rl.evaluate import EvalSet
 from insight_jax.tasks import get_task
 from insight_jax.tasks.base import Task
@@ -158,9 +159,8 @@ def _pin_sources(data_dir: Path, sources: dict[str, str]) -> None:
             )
         return
     data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(sources, indent=1, sort_keys=True))
-    tmp.replace(file)
+    # Every process of a multi-host run pins at once: each writes its own temporary file.
+    wd.write_text_atomic(file, json.dumps(sources, indent=1, sort_keys=True))
 
 
 def load_data(

@@ -320,6 +320,18 @@ def pool_dir(task: Task, num_items: int, seed: int, data_dir: PathLike, split: s
     return epath.Path(data_dir) / f"{task.name}-{split}-n{num_items}-s{seed}-{task.fingerprint()}"
 
 
+def _write_unless_raced(path: epath.Path, records: Iterable[Record], metadata: dict) -> None:
+    """write_records, except that a pool completed meanwhile by another writer is kept.
+
+    Pools are keyed by their content, so a writer that finished first (another process of a
+    multi-host run, or a run sharing ``task.pool_dir``) wrote the same records; the caller's
+    checks of length and metadata still apply to what is on disk."""
+    try:
+        write_records(path, records, metadata)
+    except FileExistsError:
+        pass
+
+
 def build_pool(
     task: Task, num_items: int, seed: int, data_dir: PathLike, split: str = "train"
 ) -> RecordSource:
@@ -337,7 +349,7 @@ def build_pool(
         "split": split,
     }
     if not pool_exists(path):
-        write_records(path, task.generate(num_items, seed, split), metadata)
+        _write_unless_raced(path, task.generate(num_items, seed, split), metadata)
     source = open_source(path)
     if len(source) != num_items or source.metadata != json.loads(json.dumps(metadata)):
         raise ValueError(
@@ -424,7 +436,7 @@ def pool_from_file(
             "rows": len(selection),
         }
         records = iter_records(selection, task)
-        write_records(path, _then_check_unchanged(records, file, sha256), metadata)
+        _write_unless_raced(path, _then_check_unchanged(records, file, sha256), metadata)
     source = open_source(path)
     meta = source.metadata
     if (
