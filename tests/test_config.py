@@ -328,6 +328,55 @@ BAD = [
         ),
         "selection.skip_threshold",
     ),
+    (dict(selection__dynamic_sampling_band=(0.2, 0.8)), "selection.dynamic_sampling_band"),  # no DS
+    (
+        dict(
+            selection__scorer="random",
+            selection__dynamic_sampling_rounds=2,
+            selection__dynamic_sampling_band=(0.8, 0.2),
+        ),  # lo > hi
+        "selection.dynamic_sampling_band",
+    ),
+    (
+        dict(
+            selection__scorer="random",
+            selection__dynamic_sampling_rounds=2,
+            selection__dynamic_sampling_band=(0.2,),
+        ),  # one end
+        "selection.dynamic_sampling_band",
+    ),
+    (
+        dict(
+            selection__scorer="random",
+            selection__dynamic_sampling_rounds=2,
+            selection__dynamic_sampling_band=(-0.1, 0.5),
+        ),  # below 0
+        "selection.dynamic_sampling_band",
+    ),
+    (
+        dict(
+            selection__scorer="random",
+            selection__dynamic_sampling_rounds=2,
+            selection__dynamic_sampling_band=(0.3, 0.35),
+        ),  # no S/K of K=4
+        "selection.dynamic_sampling_band",
+    ),
+    (
+        dict(
+            selection__scorer="random",
+            selection__dynamic_sampling_rounds=2,
+            selection__dynamic_sampling_band=(0.2, NAN),
+        ),  # not finite
+        "selection.dynamic_sampling_band",
+    ),
+    (
+        dict(
+            selection__scorer="random",
+            selection__dynamic_sampling_rounds=2,
+            selection__dynamic_sampling_band="wide",
+        ),  # not a pair
+        "selection.dynamic_sampling_band",
+    ),
     (dict(rl__num_rollouts=0), "rl.num_rollouts"),
     (dict(rl__num_rollouts=MAX_ROLLOUTS + 1), "rl.num_rollouts"),
     (dict(rl__max_new_tokens=0), "rl.max_new_tokens"),

@@ -3,6 +3,7 @@ the held-out sets (warmstart.pool = "disjoint"), and a train-pool sample evaluat
 held-out set but kept out of eval_accuracy (eval.train_pool_size)."""
 
 import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from insight_jax.rl import setup, warmstart
 from insight_jax.rl.data import TRAIN_POOL_SET, disjoint_records, warm_start_pool
 from insight_jax.rl.evaluate import EvalSet, eval_metrics
 from insight_jax.rl.train import _evaluate
+from insight_jax.rl.validate import validate_config
 from insight_jax.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +153,24 @@ def test_skipping_keeps_predicted_zero_variance_prompts_out_of_the_batch(tmp_pat
     plain = setup.build(config, tmp_path / "plain")
     idx, _ = plain.fns.select(plain.init().replace(beliefs=beliefs))
     assert any(i % 2 == 0 for i in np.asarray(idx).tolist())
+
+
+@pytest.mark.parametrize("name", ["warm", "main", "draws", "beyond", "smoke"])
+def test_every_row_of_the_study_is_a_valid_config(name):
+    spec = importlib.util.spec_from_file_location("sweep", ROOT / "launch" / "sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    _, _, rows = sweep.load_sweep(f"{ROOT}/configs/ablations/countdown_paper_regime.py:{name}")
+    for _, row in rows:
+        c = countdown_paper_regime.get_config(row.get("arg", ""))
+        for key, value in row.items():  # what --config.<key>=<value> sets
+            if key != "arg":
+                *path, leaf = key.removeprefix("config.").split(".")
+                node = c
+                for part in path:
+                    node = node[part]
+                node[leaf] = value
+        validate_config(c)
 
 
 def test_the_study_smoke_runs_and_reports(tmp_path):

@@ -180,6 +180,47 @@ def test_mixed_groups():
     np.testing.assert_array_equal(mixed_groups(r), [False, False, True, False, True])
 
 
+def test_kept_groups_with_and_without_a_band():
+    from insight_jax.rl.rl_step import kept_groups
+
+    r = np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 1], [0.1, 0, 0, 0], [1, 0, 0, 0]])
+    s = np.array([4, 0, 3, 0, 1])  # successes at threshold 1
+    np.testing.assert_array_equal(kept_groups(r, s, ()), [False, False, True, True, True])
+    # Rates 1, 0, 0.75, 0, 0.25; both ends of the band are kept.
+    np.testing.assert_array_equal(kept_groups(r, s, (0.25, 0.75)), [0, 0, 1, 0, 1])
+    np.testing.assert_array_equal(kept_groups(r, s, (0.0, 0.0)), [0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(kept_groups(r, s, (0.5, 1.0)), [1, 0, 1, 0, 0])
+
+
+@pytest.mark.parametrize("band", [(), (1.0, 1.0), (0.0, 0.0)], ids=["mixed", "all-pass", "none"])
+def test_dynamic_sampling_band_keeps_the_groups_in_the_band(tmp_path, devices, monkeypatch, band):
+    """Scripted rewards (even prompts: all K succeed, odd: all fail; no group is mixed): a band
+    of (1, 1) trains on even prompts only, (0, 0) on odd ones, and DAPO's rule finds no group
+    to keep, so it runs every round and fills the batch."""
+    from insight_jax.rl import rl_step
+
+    def scripted(tokenizer, task, records, rollout, k, m):
+        even = np.array([records[i]["index"] % 2 == 0 for i in range(m)], np.float32)
+        return np.repeat(even[:, None], k, axis=1)
+
+    monkeypatch.setattr(rl_step, "rollout_rewards", scripted)
+    config = _load_config("smoke,ds")
+    config.task.rl_pool_size = 40
+    config.selection.dynamic_sampling_band = band
+    train_and_evaluate(config, tmp_path)
+    rl = [r for r in read_metrics_jsonl(tmp_path / "metrics.jsonl") if "reward_mean" in r]
+    rounds = config.selection.dynamic_sampling_rounds
+    assert len(rl) == config.rl.steps
+    for r in rl:
+        if not band:
+            assert (r["sampling_rounds"], r["ds_pass_frac"]) == (rounds, 0.0)
+            continue
+        # 4 rounds x M = 8 distinct prompts of 40 hold at least 12 even and 12 odd ones, so M
+        # pass the band: every kept group has the band's success rate.
+        assert r["ds_pass_frac"] == 1.0
+        assert r["sel_success_rate"] == r["train_accuracy"] == band[0]
+
+
 def test_dynamic_sampling_needs_the_random_scorer():
     config = _load_config("smoke,ds")
     config.selection.scorer = "insight"

@@ -155,6 +155,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # mixed rewards, repeat until M are kept or after this many rounds (0: off). Every generated
     # rollout is counted (metric "rollouts"). Requires scorer "random".
     c.selection.dynamic_sampling_rounds = 0
+    # Band-pass dynamic sampling (verl #2791): (lo, hi) keeps the groups whose success rate
+    # S/K lies in [lo, hi] instead of those with mixed rewards; () keeps DAPO's rule.
+    c.selection.dynamic_sampling_band = ()
     # Predicted-zero-variance skipping (GRESO-like, from the beliefs): a prompt whose predictive
     # P(all K fail) + P(all K succeed) exceeds skip_threshold ranks below every other prompt,
     # unless a coin of probability skip_explore keeps it this step (0: off).

@@ -135,21 +135,35 @@ def mixed_groups(rewards: np.ndarray) -> np.ndarray:
     return np.any(rewards != rewards[:, :1], axis=1)
 
 
+def kept_groups(rewards: np.ndarray, successes: np.ndarray, band: tuple) -> np.ndarray:
+    """[G, K] rewards, [G] success counts S -> [G] bool: the groups dynamic sampling keeps.
+
+    Without a band, those with mixed rewards (DAPO); with band (lo, hi), those whose success
+    rate lies in it, lo <= S / K <= hi (a band-pass filter)."""
+    if not band:
+        return mixed_groups(rewards)
+    lo, hi = band
+    rate = successes / rewards.shape[1]
+    return (rate >= lo) & (rate <= hi)
+
+
 def _dynamic_sampling_step(comps: Components, state: TrainState):
-    """DAPO dynamic sampling: uniform batches of M until M groups have mixed rewards.
+    """DAPO dynamic sampling: uniform batches of M until M groups pass its filter (mixed
+    rewards, or a success rate in selection.dynamic_sampling_band: `kept_groups`).
 
     The prompts of all rounds are one uniform draw without replacement (no prompt is rolled out
-    twice in a step). Kept: the first M mixed groups in draw order; if fewer than M after the
-    last round, the batch is filled with uniform (zero-advantage) groups, as DAPO's batch must be
+    twice in a step). Kept: the first M passing groups in draw order; if fewer than M after the
+    last round, the batch is filled with the others in draw order, as DAPO's batch must be
     full. Beliefs learn from every group rolled out (all rounds); every rollout is counted.
     """
     c = comps.config
     m, k = c.rl.batch_size, c.rl.num_rollouts
     rounds = c.selection.dynamic_sampling_rounds
+    band = tuple(c.selection.dynamic_sampling_band)  # a list when read back from config.json
     t0 = time.perf_counter()
     drawn_dev, keys = comps.fns.draw_uniform(state)
     drawn = jax.device_get(drawn_dev)
-    parts, rewards_all, mixed = [], [], 0
+    parts, rewards_all, passed = [], [], 0
     rollout_time = verify_time = 0.0
     for r in range(rounds):
         t1 = time.perf_counter()
@@ -161,13 +175,14 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
         rollout_time += t2 - t1
         parts.append(rollout)
         rewards_all.append(rewards)
-        mixed += int(np.sum(mixed_groups(rewards)))
-        if mixed >= m:
+        passed += int(np.sum(kept_groups(rewards, _successes(comps, rewards), band)))
+        if passed >= m:
             break
     rewards_all = np.concatenate(rewards_all)
-    is_mixed = mixed_groups(rewards_all)
-    # Mixed groups first, then the rest, each in draw order (stable sort).
-    keep = np.argsort(~is_mixed, kind="stable")[:m]
+    successes = _successes(comps, rewards_all)
+    passes = kept_groups(rewards_all, successes, band)
+    # Passing groups first, then the rest, each in draw order (stable sort).
+    keep = np.argsort(~passes, kind="stable")[:m]
     rows = (keep[:, None] * k + np.arange(k)[None]).reshape(-1)
     rows = replicated(rows, shd.replicated(comps.mesh))
     kept = jax.device_put(_gather_groups(parts, rows), comps.data_sharding)
@@ -175,7 +190,7 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
     seen = np.zeros(rounds * m, np.int32)
     seen[:used] = drawn[:used]
     seen_s = np.zeros(rounds * m, np.float32)
-    seen_s[:used] = _successes(comps, rewards_all)
+    seen_s[:used] = successes
     valid = np.arange(rounds * m) < used
     validate_update(comps.num_items, seen[:used], seen_s[:used], k, c.selection.decay)
     times = {
@@ -185,4 +200,6 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
     }
     kept_rewards = rewards_all[keep]
     fields = _prompt_fields(kept_rewards, seen_s[keep], drawn[keep], seen, seen_s, valid)
-    return _learn(comps, state, kept, fields, times, rollouts=used * k, rounds=len(parts))
+    state, out = _learn(comps, state, kept, fields, times, rollouts=used * k, rounds=len(parts))
+    out["ds_pass_frac"] = float(np.mean(passes[keep]))  # of the batch; below 1: filled up
+    return state, out

@@ -134,6 +134,17 @@ def _str(config, key: str) -> str:
     return v
 
 
+def _band(config, key: str) -> tuple[float, ...]:
+    """() or two finite numbers (lo, hi) with 0 <= lo <= hi <= 1."""
+    v = _get(config, key)
+    ok = isinstance(v, tuple | list) and (
+        len(v) == 0 or (len(v) == 2 and all(_is_real(x) for x in v) and 0.0 <= v[0] <= v[1] <= 1.0)
+    )
+    if not ok:
+        raise ConfigError(key, v, "must be () or (lo, hi) with 0 <= lo <= hi <= 1")
+    return tuple(float(x) for x in v)
+
+
 def _choice(config, key: str, allowed: Sequence[str]) -> str:
     v = _get(config, key)
     if not isinstance(v, str) or v not in allowed:
@@ -436,6 +447,7 @@ def validate_config(config: Any) -> None:
     rule = _choice(config, "selection.success_rule", SUCCESS_RULES)
     threshold = _real(config, "selection.success_threshold")
     rounds = _int(config, "selection.dynamic_sampling_rounds", 0)
+    band = _band(config, "selection.dynamic_sampling_band")
     skip = _real(config, "selection.skip_threshold", 0.0, 1.0, hi_open=True)
     explore = _real(config, "selection.skip_explore", 0.0, 1.0)
 
@@ -502,6 +514,18 @@ def validate_config(config: Any) -> None:
             "selection.skip_threshold",
             skip,
             "must be 0 with dynamic sampling (its draws are uniform, nothing is skipped)",
+        )
+    if band and not rounds:
+        raise ConfigError(
+            "selection.dynamic_sampling_band",
+            band,
+            "must be () without dynamic sampling (selection.dynamic_sampling_rounds is 0)",
+        )
+    if band and rule == "threshold" and not any(band[0] <= s / k <= band[1] for s in range(k + 1)):
+        raise ConfigError(
+            "selection.dynamic_sampling_band",
+            band,
+            f"holds no success rate S/K of K={k} rollouts: no group could pass it",
         )
     if explore and not skip:
         raise ConfigError(
