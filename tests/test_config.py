@@ -377,6 +377,12 @@ BAD = [
         ),  # not a pair
         "selection.dynamic_sampling_band",
     ),
+    (dict(selection__prior="learned"), "selection.prior"),
+    (dict(selection__prior="warm_start"), "selection.prior"),  # no train-pool sample to fit on
+    (
+        dict(selection__prior="warm_start", eval__train_pool_size=8, selection__decay=0.9),
+        "selection.prior",
+    ),
     (dict(rl__num_rollouts=0), "rl.num_rollouts"),
     (dict(rl__num_rollouts=MAX_ROLLOUTS + 1), "rl.num_rollouts"),
     (dict(rl__max_new_tokens=0), "rl.max_new_tokens"),

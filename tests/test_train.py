@@ -141,17 +141,49 @@ def test_a_run_that_loses_the_warm_start_race_trains_from_the_winner(
     assert loser["eval_accuracy_before_rl"] == winner["eval_accuracy_before_rl"]
 
 
-def test_resume_at_the_rl_boundary_resets_the_optimizer(tmp_path, devices):
+def test_resume_at_the_rl_boundary_resets_the_optimizer_and_fits_the_prior(
+    tmp_path, devices, monkeypatch
+):
     """A checkpoint at the end of the warm start (a run with rl.steps=0, then extended: a
-    resume-safe change) resumes exactly like an uninterrupted run (the RL optimizer is fresh)."""
-    config = _load_config("smoke")
-    train_and_evaluate(config, tmp_path / "full")
-    warm_only = _load_config("smoke")
-    warm_only.rl.steps = 0  # stops at step W: checkpoint W and the pre-RL eval
-    first = train_and_evaluate(warm_only, tmp_path / "resumed")
+    resume-safe change) resumes exactly like an uninterrupted run: the RL optimizer is fresh,
+    and selection.prior "warm_start" sets every belief to the train-pool pass@1 of step W (read
+    back from metrics.jsonl on resume). That pass@1 is scripted to 0.3 (the smoke policy
+    solves nothing) so the fitted mean is not the clip's floor."""
+    from insight_jax.rl import train
+
+    real = train._evaluate
+
+    def evaluate(comps, state):
+        metrics = real(comps, state)
+        metrics[f"eval_train_pool_avg@{comps.config.eval.num_samples}"] = 0.3
+        return metrics
+
+    monkeypatch.setattr(train, "_evaluate", evaluate)
+
+    def config(rl_steps=None):
+        c = _load_config("smoke")
+        c.eval.train_pool_size, c.selection.prior = 8, "warm_start"
+        c.selection.alpha0, c.selection.beta0 = 0.5, 1.5
+        c.rl.steps = c.rl.steps if rl_steps is None else rl_steps
+        return c
+
+    full = train_and_evaluate(config(), tmp_path / "full")
+    first = train_and_evaluate(config(rl_steps=0), tmp_path / "resumed")  # stops at step W
     assert "eval_accuracy_before_rl" in first
-    train_and_evaluate(config, tmp_path / "resumed")
+    train_and_evaluate(config(), tmp_path / "resumed")
     assert _rl_records(tmp_path / "full") == _rl_records(tmp_path / "resumed")
+    assert _rl_records(tmp_path / "full")[0]["prior_mean"] == full["prior_mean"] == 0.3
+    for run in ("full", "resumed"):
+        beliefs = np.load(tmp_path / run / "final_beliefs.npz")
+        a, b = beliefs["alpha"], beliefs["beta"]
+        unseen = a + b == np.float32(2.0)  # strength n0 = 0.5 + 1.5, no rollout yet
+        assert 0 < unseen.sum() < len(a)
+        np.testing.assert_array_equal(a[unseen], np.float32(0.3 * 2.0))
+        np.testing.assert_array_equal(b[unseen], np.float32(0.7 * 2.0))
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "full/final_beliefs.npz")["alpha"],
+        np.load(tmp_path / "resumed/final_beliefs.npz")["alpha"],
+    )
 
 
 def test_dynamic_sampling_counts_every_rollout(tmp_path, devices):

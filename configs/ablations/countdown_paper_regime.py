@@ -17,9 +17,9 @@ short (a session that ends) holds complete paired seeds of the methods before it
     with predicted-zero-variance skipping (skip a prompt whose Beta-Binomial predictive
     P(S = 0) + P(S = K) > 1/2, i.e. more likely uninformative than not; explore 5%), and
     InSight with the success rule "fractional" (Countdown's 0.1 for a well-formed answer
-    counts 0.1 of a success, as it trains GRPO); and InSight with a prior at the warm start's
-    pass rate (FITTED_PRIOR, from the pilot seed 0), so unseen prompts stop outranking all
-    others; and DS with a band-pass filter (BAND: keep groups with 0.2 <= S/K <= 0.8, the
+    counts 0.1 of a success, as it trains GRPO); and InSight with a prior fitted at the start
+    of RL to the policy's pass@1 on its RL pool (selection.prior "warm_start": the train-pool
+    sample's, Beta(1, 1)'s strength), so unseen prompts stop outranking all others; and DS with a band-pass filter (BAND: keep groups with 0.2 <= S/K <= 0.8, the
     example of verl #2791) instead of any mixed group; thresholds chosen a priori, not tuned.
 """
 
@@ -49,9 +49,6 @@ SMOKE = {
     "config.eval.train_pool_size": 8,
     "config.checkpoint.every": 2,
 }
-# A prior at the warm start's pass rate: the pilot (seed 0) scored 7.1% pass@1 on its RL pool
-# and test set together before RL; Beta(0.14, 1.86) has that mean and Beta(1, 1)'s strength 2.
-FITTED_PRIOR = {"config.selection.alpha0": 0.14, "config.selection.beta0": 1.86}
 BAND = (0.2, 0.8)
 SKIP = {"config.selection.skip_threshold": 0.5, "config.selection.skip_explore": 0.05}
 
@@ -90,7 +87,7 @@ def get_hyper(h, name="main"):
             [
                 _rows(h, FEW, ["insight", "random"], *skip),
                 _rows(h, FEW, ["insight"], h.fixed("config.selection.success_rule", "fractional")),
-                _rows(h, FEW, ["insight"], *[h.fixed(k, v) for k, v in FITTED_PRIOR.items()]),
+                _rows(h, FEW, ["insight"], h.fixed("config.selection.prior", "warm_start")),
                 _rows(h, FEW, ["ds"], h.fixed("config.selection.dynamic_sampling_band", BAND)),
             ]
         )

@@ -149,6 +149,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.selection.decay = 1.0  # lambda, forgetting factor
     c.selection.alpha0 = 1.0
     c.selection.beta0 = 1.0
+    # "fixed": every prompt starts RL at Beta(alpha0, beta0). "warm_start": at the start of RL
+    # every prompt is set to the prior of mean p and the same strength alpha0 + beta0, where p
+    # is the policy's pass@1 on the train-pool sample then (eval.train_pool_size > 0), so unseen
+    # prompts look as hard as the RL pool is, not 50:50.
+    c.selection.prior = "fixed"
     c.selection.success_rule = "threshold"  # or "fractional" (clip(r, 0, 1) summed)
     c.selection.success_threshold = 1.0  # reward >= this counts as a success ("threshold")
     # DAPO dynamic sampling: draw uniform batches of M and roll them out, keep the groups with

@@ -7,6 +7,7 @@ Built once per run by `make_step_fns` with explicit in/out shardings and the sta
     warm_indices(state)  -> indices [B_w]                    the warm start's batch
     sft_step(state, b)   -> (state, metrics)                 one supervised step
     start_rl(state)      -> state                            fresh RL optimizer (+ reference)
+    fit_prior(state, m)  -> state                            every belief at a prior of mean m
     learn(state, b)      -> (state, metrics)                 THE learner step of RL (below)
     eval_key(state)      -> key                              held-out evaluation's key
 
@@ -72,6 +73,7 @@ class StepFns:
     warm_indices: Callable[[TrainState], jax.Array]
     sft_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
     start_rl: Callable[[TrainState], TrainState]
+    fit_prior: Callable[[TrainState, jax.Array], TrainState]
     learn: Callable[[TrainState, dict], tuple[TrainState, dict]]
     eval_key: Callable[[TrainState], jax.Array]
 
@@ -216,6 +218,17 @@ def make_step_fns(
         ref = jax.tree.map(jnp.copy, state.model) if grpo.kl_coef > 0 else None
         return state.replace(opt=rl_optimizer.init(state.model), ref_model=ref)
 
+    def fit_prior(state, mean):
+        """Every prompt at Beta(mean n0, (1 - mean) n0), n0 = alpha0 + beta0 (the config's
+        prior strength), and a deterministic scorer's cache rescored on it."""
+        b = state.beliefs
+        n0 = b.alpha0 + b.beta0
+        beliefs = b.replace(
+            alpha=jnp.full_like(b.alpha, mean * n0), beta=jnp.full_like(b.beta, (1 - mean) * n0)
+        )
+        scores = scorer(None, beliefs.alpha, beliefs.beta) if scorer.deterministic else state.scores
+        return state.replace(beliefs=beliefs, scores=scores)
+
     def reference_logprobs(ref_params, ro):
         """log pi_ref of the rollout's tokens, computed once per batch (the reference never
         changes) in num_minibatches chunks, so peak memory is one minibatch's logits."""
@@ -317,6 +330,9 @@ def make_step_fns(
             donate_argnums=(0,),
         ),
         start_rl=jax.jit(start_rl, in_shardings=(st_sh,), out_shardings=st_sh, donate_argnums=0),
+        fit_prior=jax.jit(
+            fit_prior, in_shardings=(st_sh, repl), out_shardings=st_sh, donate_argnums=0
+        ),
         learn=jax.jit(
             learn,
             in_shardings=(st_sh, learn_in),

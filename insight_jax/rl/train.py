@@ -45,6 +45,7 @@ from insight_jax.metrics import (
     repair_metrics,
 )
 from insight_jax.rl import setup, warmstart
+from insight_jax.rl.data import TRAIN_POOL_SET
 from insight_jax.rl.evaluate import eval_metrics, eval_tables, evaluate_sets, pass_ks
 from insight_jax.rl.rl_step import rl_step
 from insight_jax.rl.setup import Components
@@ -131,7 +132,30 @@ def _summary(comps: Components, rows: list[dict], alpha, beta) -> dict[str, Any]
     if rl_rows:
         per_step = [sum(r[k] for k in TIME_KEYS) for r in rl_rows]
         summary["median_rl_step_s"] = float(np.median(per_step))
+    fitted = [r["prior_mean"] for r in rl_rows if "prior_mean" in r]
+    if fitted:  # selection.prior "warm_start": the mean it fitted at the start of RL
+        summary["prior_mean"] = fitted[0]
     return summary
+
+
+def _fitted_prior_mean(comps: Components, at_rl_start: dict | None, jsonl: Path) -> float:
+    """The mean of selection.prior "warm_start": pass@1 on the train-pool sample at the start
+    of RL (this session's evaluation, or else the record of step W in metrics.jsonl, which
+    process 0 reads), moved into (0, 1) by half a sample, (1/2) / (n_prompts n_samples), so
+    that both Beta parameters stay positive."""
+    c = comps.config
+    key = f"eval_{TRAIN_POOL_SET}_avg@{c.eval.num_samples}"
+    if at_rl_start is not None:
+        mean = at_rl_start[key]
+    else:
+        mean = 0.0
+        if jax.process_index() == 0:
+            rows = read_metrics_jsonl(jsonl)
+            mean = [r[key] for r in rows if r["step"] == comps.warm_steps and key in r][-1]
+        if jax.process_count() > 1:
+            mean = float(multihost_utils.broadcast_one_to_all(np.float64(mean)))
+    half = 0.5 / (c.eval.train_pool_size * c.eval.num_samples)
+    return float(np.clip(mean, half, 1.0 - half))
 
 
 def _restore(comps: Components, ckpt: Checkpointer, cache: Path | None, log):
@@ -348,11 +372,18 @@ def _train_steps(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, 
             _write_eval_tables(comps, read_metrics_jsonl(writer.jsonl_path))
 
     evaluated = {r["step"] for r in read_metrics_jsonl(writer.jsonl_path) if "eval_accuracy" in r}
+    at_rl_start = None  # the evaluation of step W, when this session makes it
     if start == w and start not in evaluated:  # RL starts here: a fresh run or a cached warm start
-        record(start, _evaluate(comps, state))
+        at_rl_start = _evaluate(comps, state)
+        record(start, at_rl_start)
     for step in range(start, total):
+        rl_start = {}
         if step == w:  # decided by the step alone: a state at step W holds the warm optimizer
             state = comps.fns.start_rl(state)
+            if c.selection.prior == "warm_start":
+                mean = _fitted_prior_mean(comps, at_rl_start, writer.jsonl_path)
+                state = comps.fns.fit_prior(state, np.float32(mean))
+                rl_start["prior_mean"] = mean
         if step < w:
             state, metrics = warmstart.warm_start_step(comps, state)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -365,8 +396,11 @@ def _train_steps(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, 
             # started at once and their results differ (non-deterministic GPU kernels), every
             # run still starts RL from the one policy that won the race, so they stay paired.
             state = warmstart.load(cache, w, state) or state
+        metrics.update(rl_start)
         if _evals_due(comps, t):
             metrics.update(_evaluate(comps, state))
+            if t == w:
+                at_rl_start = metrics
             bar.set_postfix(acc=f"{metrics['eval_accuracy']:.3f}")
         record(t, metrics)
         bar.update(1)

@@ -37,6 +37,7 @@ from insight_jax.tasks.loaders import FORMATS, count_rows, parse_path_spec
 
 LR_SCHEDULES = ("constant", "cosine")  # rl.lr_schedule: constant, or cosine decay to 0
 SUCCESS_RULES: tuple[str, ...] = typing.get_args(SuccessRule)
+PRIORS = ("fixed", "warm_start")  # selection.prior
 
 
 class ConfigError(ValueError):
@@ -441,9 +442,10 @@ def validate_config(config: Any) -> None:
     _scorer_params(config, k)
     scorer = _get(config, "selection.scorer")
     candidates = _int(config, "selection.num_candidates", 1)
-    _real(config, "selection.decay", 0.0, 1.0, lo_open=True)
+    decay = _real(config, "selection.decay", 0.0, 1.0, lo_open=True)
     _real(config, "selection.alpha0", 0.0, lo_open=True)
     _real(config, "selection.beta0", 0.0, lo_open=True)
+    prior = _choice(config, "selection.prior", PRIORS)
     rule = _choice(config, "selection.success_rule", SUCCESS_RULES)
     threshold = _real(config, "selection.success_threshold")
     rounds = _int(config, "selection.dynamic_sampling_rounds", 0)
@@ -514,6 +516,18 @@ def validate_config(config: Any) -> None:
             "selection.skip_threshold",
             skip,
             "must be 0 with dynamic sampling (its draws are uniform, nothing is skipped)",
+        )
+    if prior == "warm_start" and not train_sample:
+        raise ConfigError(
+            "selection.prior",
+            prior,
+            "needs eval.train_pool_size > 0 (the fitted mean is the pass@1 on that sample)",
+        )
+    if prior == "warm_start" and decay != 1.0:
+        raise ConfigError(
+            "selection.prior",
+            prior,
+            "needs selection.decay = 1 (forgetting pulls beliefs back to alpha0, beta0)",
         )
     if band and not rounds:
         raise ConfigError(
