@@ -25,6 +25,7 @@ import math
 import numbers
 import os
 import socket
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -306,7 +307,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write text so that a kill -9 leaves the old file or the new one, never a torn one:
     a temporary file in the same folder, fsync'ed, then os.replace (atomic on POSIX)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Unique per writer: processes of a multi-host run on one shared folder may share a pid.
+    tmp = path.with_name(
+        f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+    )
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)

@@ -383,6 +383,14 @@ BAD = [
         dict(selection__prior="warm_start", eval__train_pool_size=8, selection__decay=0.9),
         "selection.prior",
     ),
+    (
+        dict(
+            selection__prior="warm_start",
+            eval__train_pool_size=8,
+            selection__success_rule="fractional",
+        ),
+        "selection.prior",
+    ),
     (dict(rl__num_rollouts=0), "rl.num_rollouts"),
     (dict(rl__num_rollouts=MAX_ROLLOUTS + 1), "rl.num_rollouts"),
     (dict(rl__max_new_tokens=0), "rl.max_new_tokens"),

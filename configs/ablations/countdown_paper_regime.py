@@ -19,8 +19,9 @@ short (a session that ends) holds complete paired seeds of the methods before it
     InSight with the success rule "fractional" (Countdown's 0.1 for a well-formed answer
     counts 0.1 of a success, as it trains GRPO); and InSight with a prior fitted at the start
     of RL to the policy's pass@1 on its RL pool (selection.prior "warm_start": the train-pool
-    sample's, Beta(1, 1)'s strength), so unseen prompts stop outranking all others; and DS with a band-pass filter (BAND: keep groups with 0.2 <= S/K <= 0.8, the
-    example of verl #2791) instead of any mixed group; thresholds chosen a priori, not tuned.
+    sample's, Beta(1, 1)'s strength), so unseen prompts stop outranking all others; and DS
+    with a band-pass filter (BAND: keep groups with 0.2 <= S/K <= 0.8, the example of verl
+    #2791) instead of any mixed group; thresholds chosen a priori, not tuned.
 """
 
 from configs import countdown_paper_regime

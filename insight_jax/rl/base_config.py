@@ -152,7 +152,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     # "fixed": every prompt starts RL at Beta(alpha0, beta0). "warm_start": at the start of RL
     # every prompt is set to the prior of mean p and the same strength alpha0 + beta0, where p
     # is the policy's pass@1 on the train-pool sample then (eval.train_pool_size > 0), so unseen
-    # prompts look as hard as the RL pool is, not 50:50.
+    # prompts look about as hard as the RL pool is, not 50:50 (p is measured at
+    # eval.temperature / top_p, the beliefs count rollouts at rl.temperature).
     c.selection.prior = "fixed"
     c.selection.success_rule = "threshold"  # or "fractional" (clip(r, 0, 1) summed)
     c.selection.success_threshold = 1.0  # reward >= this counts as a success ("threshold")

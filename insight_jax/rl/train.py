@@ -123,7 +123,8 @@ def _summary(comps: Components, rows: list[dict], alpha, beta) -> dict[str, Any]
             "warm_start_pool_size": len(comps.warm_pool),
             "steps_rl": c.rl.steps,
             "rollouts": int(sum(r["rollouts"] for r in rl_rows)),
-            "prompts_seen": int(np.sum(n > prior)),
+            # A visit adds K >= 1 to alpha + beta; a fitted prior's float32 sum may be off n0.
+            "prompts_seen": int(np.sum(n > prior + 0.5)),
             "scorer": comps.scorer.name,
             "time_rl_steps_s": float(sum(sum(r[k] for k in TIME_KEYS) for r in rl_rows)),
             **{f"total_{k}_s": float(sum(r[k] for r in rl_rows)) for k in TIME_KEYS},
@@ -141,21 +142,21 @@ def _summary(comps: Components, rows: list[dict], alpha, beta) -> dict[str, Any]
 def _fitted_prior_mean(comps: Components, at_rl_start: dict | None, jsonl: Path) -> float:
     """The mean of selection.prior "warm_start": pass@1 on the train-pool sample at the start
     of RL (this session's evaluation, or else the record of step W in metrics.jsonl, which
-    process 0 reads), moved into (0, 1) by half a sample, (1/2) / (n_prompts n_samples), so
-    that both Beta parameters stay positive."""
+    every process reads, as it reads the evaluated steps), moved into (0, 1) by half a sample,
+    (1/2) / (n_prompts n_samples), so that both Beta parameters stay positive. A float32
+    value: what the beliefs hold, the same on a resumed run as on an uninterrupted one."""
     c = comps.config
     key = f"eval_{TRAIN_POOL_SET}_avg@{c.eval.num_samples}"
-    if at_rl_start is not None:
-        mean = at_rl_start[key]
-    else:
-        mean = 0.0
-        if jax.process_index() == 0:
-            rows = read_metrics_jsonl(jsonl)
-            mean = [r[key] for r in rows if r["step"] == comps.warm_steps and key in r][-1]
-        if jax.process_count() > 1:
-            mean = float(multihost_utils.broadcast_one_to_all(np.float64(mean)))
+    if at_rl_start is None:
+        rows = [r for r in read_metrics_jsonl(jsonl) if r["step"] == comps.warm_steps]
+        at_rl_start = next((r for r in reversed(rows) if key in r), None)
+        if at_rl_start is None:
+            raise RuntimeError(
+                f"{jsonl} has no {key} at step {comps.warm_steps}, the start of RL: "
+                "selection.prior warm_start cannot fit its mean; use a new workdir"
+            )
     half = 0.5 / (c.eval.train_pool_size * c.eval.num_samples)
-    return float(np.clip(mean, half, 1.0 - half))
+    return float(np.float32(np.clip(at_rl_start[key], half, 1.0 - half)))
 
 
 def _restore(comps: Components, ckpt: Checkpointer, cache: Path | None, log):
@@ -391,7 +392,7 @@ def _train_steps(c: ml_collections.ConfigDict, workdir: Path, log) -> dict[str, 
             state, metrics = rl_step(comps, state)
         t = step + 1
         if t == w and cache is not None:
-            warmstart.save(cache, t, state)
+            warmstart.save(cache, t, state, workdir)
             # Train on from the cache's entry, not this run's own: if runs of one seed warm
             # started at once and their results differ (non-deterministic GPU kernels), every
             # run still starts RL from the one policy that won the race, so they stay paired.

@@ -523,6 +523,12 @@ def validate_config(config: Any) -> None:
             prior,
             "needs eval.train_pool_size > 0 (the fitted mean is the pass@1 on that sample)",
         )
+    if prior == "warm_start" and rule != "threshold":
+        raise ConfigError(
+            "selection.prior",
+            prior,
+            'needs selection.success_rule "threshold" (the fitted mean is a pass@1)',
+        )
     if prior == "warm_start" and decay != 1.0:
         raise ConfigError(
             "selection.prior",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from insight_jax.checkpointing import Checkpointer, CheckpointError
 from insight_jax.models.tokenizers import encode_batch
@@ -110,35 +111,63 @@ def _part(state: TrainState) -> dict:
     return {"model": state.model, "opt": state.opt, "rng": state.rng, "step": state.step}
 
 
+def _process_0_says(flag: bool) -> bool:
+    """Process 0's `flag` on every process: the processes of one run decide together about a
+    cache that other runs may be writing meanwhile."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 def load(directory: Path, warm_steps: int, state: TrainState) -> TrainState | None:
     """`state` with its warm-start leaves replaced by the cached ones, or None (no entry)."""
-    if not (directory / "checkpoints").exists():
+    if not _process_0_says((directory / "checkpoints").exists()):
         return None
     try:
         with Checkpointer(directory / "checkpoints", max_to_keep=1) as cache:
             cached = cache.restore_latest(_part(state))  # its arrays give the layout
     except CheckpointError as e:  # a damaged entry: moved aside, this run warm starts itself
         aside = directory.with_name(f"{directory.name}.damaged-{time.time_ns()}")
-        print(f"warm-start cache entry {directory} is damaged, moved to {aside}: {e}", flush=True)
-        try:
-            directory.rename(aside)  # so this run's warm start can write the entry again
-        except OSError:
-            pass  # another run moved it first
+        if jax.process_index() == 0:
+            print(f"warm-start cache entry {directory} is damaged, moving it to {aside}: {e}")
+            try:
+                directory.rename(aside)  # so this run's warm start can write the entry again
+            except OSError:
+                pass  # another run moved it first
+        _sync("warm-start cache entry moved aside")
         return None
     if cached is None or cached[0] != warm_steps:
         return None
     return state.replace(**cached[1])
 
 
-def save(directory: Path, step: int, state: TrainState) -> None:
-    """Adds the warm-started state to the shared cache (first writer wins; never fatal)."""
-    if (directory / "checkpoints").exists():
+def save(directory: Path, step: int, state: TrainState, workdir: Path) -> None:
+    """Adds the warm-started state to the shared cache (first writer wins; never fatal).
+
+    The run writes a temporary entry named for its workdir (one name on all of its processes,
+    another for every other run), then process 0 renames it into place."""
+    if _process_0_says((directory / "checkpoints").exists()):
         return
-    tmp = directory.with_name(f"{directory.name}.tmp-{time.time_ns()}")
+    run = hashlib.sha256(str(Path(workdir).resolve()).encode()).hexdigest()[:16]
+    tmp = directory.with_name(f"{directory.name}.tmp-{run}")
+    if jax.process_index() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by this run when it was killed mid-save
+    _sync("warm-start cache temporary entry cleared")
     try:
         with Checkpointer(tmp / "checkpoints", max_to_keep=1) as cache:
             cache.save(step, _part(state), {"step": step}, force=True)
-        tmp.rename(directory)  # atomic: readers see a whole cache entry or none
-    except OSError as e:  # another run won the race, or the disk is read-only
-        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:  # a read-only or full disk (on every process: a shared folder)
         print(f"warm-start cache not written ({e})", flush=True)
+        return
+    if jax.process_index() == 0:
+        try:
+            tmp.rename(directory)  # atomic: readers see a whole cache entry or none
+        except OSError as e:  # another run won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"warm-start cache not written ({e})", flush=True)
+    _sync("warm-start cache entry written")

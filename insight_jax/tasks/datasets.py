@@ -60,7 +60,7 @@ PathLike = str | os.PathLike
 
 def _temporary(path: epath.Path) -> epath.Path:
     """A unique sibling name for writing ``path`` before renaming it into place."""
-    return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
 
 
 def _encode(record: Any, position: int) -> bytes:
@@ -329,7 +329,8 @@ def _write_unless_raced(path: epath.Path, records: Iterable[Record], metadata: d
     try:
         write_records(path, records, metadata)
     except FileExistsError:
-        pass
+        if not pool_exists(path):  # not the race: e.g. a file where the pool's folder goes
+            raise
 
 
 def build_pool(
