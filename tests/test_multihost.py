@@ -33,7 +33,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(workdir: Path, port: int, log_dir: Path) -> list[subprocess.Popen]:
+def _start(workdir: Path, port: int, log_dir: Path, *flags: str) -> list[subprocess.Popen]:
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
@@ -49,6 +49,7 @@ def _start(workdir: Path, port: int, log_dir: Path) -> list[subprocess.Popen]:
                     f"--workdir={workdir}", f"--coordinator_address=localhost:{port}",
                     "--num_processes=2", f"--process_id={i}",
                     *(f"--config.{k}={v}" for k, v in ENGINE.items()),
+                    *flags,
                 ],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
@@ -104,9 +105,15 @@ def single(tmp_path_factory, devices):
 
 
 def test_two_processes_train_like_one(single, tmp_path):
-    workdir = tmp_path / "run"
-    _wait(_start(workdir, _free_port(), tmp_path), tmp_path)
+    """Also through a warm-start cache: the processes write one entry and train on from it."""
+    workdir, cache = tmp_path / "run", tmp_path / "cache"
+    flag = f"--config.warmstart.cache_dir={cache}"
+    _wait(_start(workdir, _free_port(), tmp_path, flag), tmp_path)
     _assert_same_run(workdir, single)
+    (entry,) = cache.iterdir()  # one entry, no temporary left
+    assert committed_steps(entry / "checkpoints") == [
+        arithmetic_tiny.get_config("smoke").warmstart.steps
+    ]
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["steps_rl"] == arithmetic_tiny.get_config("smoke").rl.steps
 
