@@ -146,7 +146,10 @@ def _describe_holder(lock_path: Path) -> str:
 
 
 def claim(
-    workdir: str | os.PathLike, config: Mapping[str, Any], resume_safe: Iterable[str] = ()
+    workdir: str | os.PathLike,
+    config: Mapping[str, Any],
+    resume_safe: Iterable[str] = (),
+    added_at: Mapping[str, Any] | None = None,
 ) -> bool:
     """Make `<workdir>/config.json` this run's fingerprint; True when resuming the run it holds.
 
@@ -156,6 +159,9 @@ def claim(
     - config.json exists: compare the flattened configs (dotted keys such as "rl.steps"; tuples
       and lists alike, 1 == 1.0, but True != 1). Equal: return True. Differing only in keys of
       resume_safe (exact dotted keys): rewrite config.json with the new config, return True.
+      A key the old config lacks whose new value equals added_at[key] (flattened defaults of
+      keys a newer version added, at which they keep the old behaviour) is no difference
+      either: a run started before the key existed resumes on the newer code.
       Otherwise raise WorkdirMismatch listing every differing key, old -> new.
 
     Call it while holding the WorkdirLock, so two processes cannot both write config.json.
@@ -189,7 +195,12 @@ def claim(
             f"{path} holds a {type(old).__name__}, not a config. {_how_to_proceed(workdir)}"
         )
     diffs = config_diff(old, new)
-    unsafe = {k: d for k, d in diffs.items() if k not in safe}
+    added = dict(added_at or {})
+    unsafe = {
+        k: (a, b)
+        for k, (a, b) in diffs.items()
+        if k not in safe and not (a is MISSING and k in added and same_value(b, added[k]))
+    }
     if unsafe:
         lines = [f"  {k}: {_show(a)} -> {_show(b)}" for k, (a, b) in unsafe.items()]
         also = sorted(set(diffs) - set(unsafe))

@@ -214,6 +214,26 @@ def test_mixed_groups():
     np.testing.assert_array_equal(mixed_groups(r), [False, False, True, False, True])
 
 
+def test_a_run_written_before_new_config_keys_resumes_on_this_code(tmp_path):
+    """config.json of an older version lacks keys added since; at their defaults the run is
+    the same one, so it resumes; set to anything else, it is another run."""
+    from insight_jax.rl import train
+
+    config = _load_config("smoke")
+    old = config.to_dict()
+    del old["selection"]["prior"], old["selection"]["dynamic_sampling_band"]
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    logs = []
+    train._claim(config, tmp_path, logs.append)
+    assert logs == [f"continuing the run in {tmp_path}"]
+    assert json.loads((tmp_path / "config.json").read_text())["selection"]["prior"] == "fixed"
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    config.selection.prior, config.eval.train_pool_size = "warm_start", 8
+    with pytest.raises(wd.WorkdirMismatch, match=r"selection\.prior"):
+        train._claim(config, tmp_path, logs.append)
+
+
 def test_kept_groups_with_and_without_a_band():
     from insight_jax.rl.rl_step import kept_groups
 

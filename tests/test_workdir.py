@@ -159,6 +159,25 @@ def test_claim_accepts_resume_safe_changes_and_rewrites_config(tmp_path):
         wd.claim(tmp_path, new, resume_safe=())  # nothing declared safe
 
 
+def test_claim_resumes_a_run_older_than_a_key_at_that_keys_default(tmp_path):
+    claim(tmp_path, CONFIG)  # written before "selection.band" existed
+    added = {"selection.band": (), "selection.prior": "fixed"}
+    newer = changed(**{"selection.band": [], "selection.prior": "fixed"})
+    assert wd.claim(tmp_path, newer, added_at=added) is True
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["selection"]["band"] == [] and written["selection"]["prior"] == "fixed"
+    # Not at its default, or without added_at, the new key is a difference.
+    (tmp_path / "config.json").unlink()
+    claim(tmp_path, CONFIG)
+    with pytest.raises(wd.WorkdirMismatch, match=r"selection.band: \(absent\) -> \[0.2, 0.8\]"):
+        wd.claim(tmp_path, changed(**{"selection.band": (0.2, 0.8)}), added_at=added)
+    with pytest.raises(wd.WorkdirMismatch, match=r"selection.prior: \(absent\) -> \"fixed\""):
+        wd.claim(tmp_path, changed(**{"selection.prior": "fixed"}))
+    # A key the old run had is compared as always, whatever its default.
+    with pytest.raises(wd.WorkdirMismatch, match=r"rl.batch_size: 4 -> 8"):
+        wd.claim(tmp_path, changed(**{"rl.batch_size": 8}), added_at={"rl.batch_size": 8})
+
+
 def test_claim_compares_nested_keys_and_types(tmp_path):
     claim(tmp_path, CONFIG)
     with pytest.raises(wd.WorkdirMismatch, match=r"selection.params.mu: 0.3 -> 0.5"):

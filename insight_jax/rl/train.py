@@ -45,6 +45,7 @@ from insight_jax.metrics import (
     repair_metrics,
 )
 from insight_jax.rl import setup, warmstart
+from insight_jax.rl.base_config import get_base_config
 from insight_jax.rl.data import TRAIN_POOL_SET
 from insight_jax.rl.evaluate import eval_metrics, eval_tables, evaluate_sets, pass_ks
 from insight_jax.rl.rl_step import rl_step
@@ -268,7 +269,9 @@ def _claim(config: ml_collections.ConfigDict, workdir: Path, log) -> None:
             f"{last} (warmstart.steps + rl.steps): use rl.steps >= "
             f"{done - config.warmstart.steps} or a new workdir"
         )
-    if wd.claim(workdir, config.to_dict(), resume_safe=resume_safe_keys(config)):
+    # Keys this version added resume an older run at their defaults (the old behaviour).
+    added_at = wd.flatten(get_base_config().to_dict())
+    if wd.claim(workdir, config.to_dict(), resume_safe_keys(config), added_at):
         log(f"continuing the run in {workdir}")
 
 
