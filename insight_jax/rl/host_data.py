@@ -86,3 +86,11 @@ def gather_rows(rows: np.ndarray, values: np.ndarray, num_rows: int) -> np.ndarr
     out = np.empty((num_rows, *values.shape[1:]), values.dtype)
     out[all_rows] = all_values
     return out
+
+
+def process_0_says(flag: bool) -> bool:
+    """Process 0's `flag` on every process (one process: `flag`), for decisions about shared
+    files that the processes of one run must take together."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))

@@ -163,7 +163,7 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
     t0 = time.perf_counter()
     drawn_dev, keys = comps.fns.draw_uniform(state)
     drawn = jax.device_get(drawn_dev)
-    parts, rewards_all, passed = [], [], 0
+    parts, rewards_all, successes_all, passed = [], [], [], 0
     rollout_time = verify_time = 0.0
     for r in range(rounds):
         t1 = time.perf_counter()
@@ -173,13 +173,15 @@ def _dynamic_sampling_step(comps: Components, state: TrainState):
         rewards = rollout_rewards(comps.tokenizer, comps.task, records, rollout, k, m)
         verify_time += time.perf_counter() - t2
         rollout_time += t2 - t1
+        successes = _successes(comps, rewards)
         parts.append(rollout)
         rewards_all.append(rewards)
-        passed += int(np.sum(kept_groups(rewards, _successes(comps, rewards), band)))
+        successes_all.append(successes)
+        passed += int(np.sum(kept_groups(rewards, successes, band)))
         if passed >= m:
             break
     rewards_all = np.concatenate(rewards_all)
-    successes = _successes(comps, rewards_all)
+    successes = np.concatenate(successes_all)
     passes = kept_groups(rewards_all, successes, band)
     # Passing groups first, then the rest, each in draw order (stable sort).
     keep = np.argsort(~passes, kind="stable")[:m]

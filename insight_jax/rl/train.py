@@ -48,6 +48,7 @@ from insight_jax.rl import setup, warmstart
 from insight_jax.rl.base_config import get_base_config
 from insight_jax.rl.data import TRAIN_POOL_SET
 from insight_jax.rl.evaluate import eval_metrics, eval_tables, evaluate_sets, pass_ks
+from insight_jax.rl.host_data import process_0_says
 from insight_jax.rl.rl_step import rl_step
 from insight_jax.rl.setup import Components
 from insight_jax.rl.state import TrainState
@@ -251,7 +252,7 @@ def train_and_evaluate(
                 _claim(config, workdir, log)
             except Exception as e:
                 failure = e
-        if _any_process_failed(failure is not None):
+        if process_0_says(failure is not None):
             if failure is not None:
                 raise failure
             raise RuntimeError(f"process 0 refused the workdir {workdir}; see its error")
@@ -273,13 +274,6 @@ def _claim(config: ml_collections.ConfigDict, workdir: Path, log) -> None:
     added_at = wd.flatten(get_base_config().to_dict())
     if wd.claim(workdir, config.to_dict(), resume_safe_keys(config), added_at):
         log(f"continuing the run in {workdir}")
-
-
-def _any_process_failed(failed: bool) -> bool:
-    """Process 0's verdict, on every process (no-op with one process)."""
-    if jax.process_count() == 1:
-        return failed
-    return bool(multihost_utils.broadcast_one_to_all(np.int32(failed)))
 
 
 @contextlib.contextmanager

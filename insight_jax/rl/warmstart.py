@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 
 from insight_jax.checkpointing import Checkpointer, CheckpointError
 from insight_jax.models.tokenizers import encode_batch
-from insight_jax.rl.host_data import local_rows, to_global
+from insight_jax.rl.host_data import local_rows, process_0_says, to_global
 from insight_jax.rl.setup import Components, to_dict
 from insight_jax.rl.state import TrainState
 
@@ -111,14 +111,6 @@ def _part(state: TrainState) -> dict:
     return {"model": state.model, "opt": state.opt, "rng": state.rng, "step": state.step}
 
 
-def _process_0_says(flag: bool) -> bool:
-    """Process 0's `flag` on every process: the processes of one run decide together about a
-    cache that other runs may be writing meanwhile."""
-    if jax.process_count() == 1:
-        return flag
-    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
-
-
 def _sync(name: str) -> None:
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
@@ -126,7 +118,7 @@ def _sync(name: str) -> None:
 
 def load(directory: Path, warm_steps: int, state: TrainState) -> TrainState | None:
     """`state` with its warm-start leaves replaced by the cached ones, or None (no entry)."""
-    if not _process_0_says((directory / "checkpoints").exists()):
+    if not process_0_says((directory / "checkpoints").exists()):
         return None
     try:
         with Checkpointer(directory / "checkpoints", max_to_keep=1) as cache:
@@ -151,7 +143,7 @@ def save(directory: Path, step: int, state: TrainState, workdir: Path) -> None:
 
     The run writes a temporary entry named for its workdir (one name on all of its processes,
     another for every other run), then process 0 renames it into place."""
-    if _process_0_says((directory / "checkpoints").exists()):
+    if process_0_says((directory / "checkpoints").exists()):
         return
     run = hashlib.sha256(str(Path(workdir).resolve()).encode()).hexdigest()[:16]
     tmp = directory.with_name(f"{directory.name}.tmp-{run}")
