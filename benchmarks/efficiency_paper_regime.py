@@ -4,12 +4,19 @@ problems outside the RL pool and the test set, fresh seeds 16-25.
 
 Two steps, both resumable (finished rows are skipped, an interrupted row resumes):
 
-  python benchmarks/efficiency_paper_regime.py run [--sweeps main,draws,beyond]
+  python benchmarks/efficiency_paper_regime.py run [--sweeps warm,main,draws,beyond]
                                                    [--root workdirs/paper] [--jobs 1]
-  python benchmarks/efficiency_paper_regime.py report [--root workdirs/paper]
+  python benchmarks/efficiency_paper_regime.py report
 
-`run` expands the sweeps of configs/ablations/countdown_paper_regime.py with launch/sweep.py.
-`report` reads every finished run and writes
+`run` expands the sweeps of configs/ablations/countdown_paper_regime.py with launch/sweep.py and
+runs their rows in workdirs under --root. As each row finishes, its record (config.json,
+summary.json and the metrics.jsonl keys the report reads, `RECORD_KEYS`; a few kB, no
+checkpoint) is written under
+--records (benchmarks/results/paper_regime_runs/<sweep file>/<sweep>/<row>, committed), and a row
+with a record is not run again: the study accumulates across machines and sessions whose
+workdirs are gone. `collect` writes the records of the finished runs under --root (e.g. a sweep
+started with launch/sweep.py directly). Runs on the CPU are deterministic, so a record is what
+rerunning its row would give. `report` reads the records and writes
 
   benchmarks/results/efficiency_paper_regime.json  top level: draws_per_prompt,
       warm_start_disjoint (true when every run's warm-start problems share none with its RL
@@ -30,15 +37,18 @@ mean with a 10,000-sample seed bootstrap, rollouts to the same target.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from insight_jax.study.report import TIME_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_FILE = "configs/ablations/countdown_paper_regime.py"
@@ -47,16 +57,93 @@ ORDER = ["random", "insight", "mopps", "ds", "expected_difficulty", "inverse_evi
 RL_STEPS, POOL = 100, 2000
 REQUIRED_SEEDS = {"random": 10, "insight": 10, "mopps": 10, "ds": 10}
 REQUIRED_SEEDS |= {"expected_difficulty": 5, "inverse_evidence": 5}
+RECORDS = ROOT / "benchmarks" / "results" / "paper_regime_runs"
+# What a record keeps of each metrics.jsonl step: what insight_jax/study/report.read_run reads
+# (eval steps and pass@1, rollouts, the time split, the selection statistics) and what explains
+# a curve (rewards, the selected prompts' beliefs and success rate, response length, dynamic
+# sampling's filter share, a fitted prior).
+RECORD_KEYS = (
+    "step",
+    "eval_accuracy",
+    "reward_mean",
+    "train_accuracy",
+    "rollouts",
+    *TIME_KEYS,
+    "zero_var_frac",
+    "sel_mean_evidence",
+    "sel_mean_phibar",
+    "sel_success_rate",
+    "completion_len",
+    "ds_pass_frac",
+    "prior_mean",
+)
+
+
+def _sweep_module():
+    spec = importlib.util.spec_from_file_location("sweep", ROOT / "launch" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_record(workdir: Path, record: Path) -> None:
+    """A finished run's record: its config.json and summary.json as written, its metrics.jsonl
+    steps (merged as the report reads them) cut to RECORD_KEYS; written beside and renamed, so
+    a record exists whole or not at all."""
+    from insight_jax.metrics import read_metrics_jsonl
+
+    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("config.json", "summary.json"):  # the run's whole config: rerunnable from it
+        shutil.copyfile(workdir / name, tmp / name)
+    lines = []
+    for rec in read_metrics_jsonl(workdir / "metrics.jsonl"):
+        kept = {k: rec[k] for k in RECORD_KEYS if k in rec}
+        if len(kept) > 1:
+            lines.append(json.dumps(kept, separators=(",", ":")))
+    (tmp / "metrics.jsonl").write_text("".join(f"{line}\n" for line in lines))
+    shutil.rmtree(record, ignore_errors=True)
+    tmp.rename(record)
+
+
+def collect(sweep_dir: Path, records: Path) -> int:
+    """Writes the records of the finished runs of a sweep directory that have none yet."""
+    sweep = _sweep_module()
+    written = 0
+    for workdir in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
+        if sweep.is_finished(workdir) and not sweep.is_finished(records / workdir.name):
+            write_record(workdir, records / workdir.name)
+            written += 1
+    return written
 
 
 def cmd_run(args) -> int:
-    failed = 0
-    for sweep in args.sweeps.split(","):
-        spec = f"{SWEEP_FILE}:{sweep}"
-        print(f"== {spec}", flush=True)
-        cmd = [sys.executable, str(ROOT / "launch" / "sweep.py"), spec, f"--root={args.root}"]
-        failed += subprocess.call([*cmd, f"--jobs={args.jobs}"], cwd=ROOT)
+    sweep = _sweep_module()
+    root, records, failed = Path(args.root), Path(args.records), 0
+    for name in args.sweeps.split(","):
+        config, sweep_name, rows = sweep.load_sweep(f"{ROOT / SWEEP_FILE}:{name}")
+        done = records / sweep_name
+        collect(root / sweep_name, done)  # rows finished under --root before their record
+        todo = [(n, r) for n, r in rows if not sweep.is_finished(done / n)]
+        print(f"== {SWEEP_FILE}:{name}: {len(rows) - len(todo)} of {len(rows)} rows recorded")
+        failed += sweep.run_rows(
+            str(ROOT / config),
+            todo,
+            root / sweep_name,
+            root,
+            args.jobs,
+            on_done=lambda workdir, done=done: write_record(workdir, done / workdir.name),
+        )
     return 1 if failed else 0
+
+
+def cmd_collect(args) -> int:
+    root, records = Path(args.root) / TASK, Path(args.records) / TASK
+    sweeps = [d.name for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
+    for name in sweeps:
+        print(f"{name}: {collect(root / name, records / name)} new records")
+    return 0
 
 
 def _ci(d: dict, scale: float = 1.0) -> list[float | None]:
@@ -172,7 +259,7 @@ def cmd_report(args) -> int:
 
     from insight_jax.study import report
 
-    root = Path(args.root) / TASK
+    root = Path(args.records) / TASK
     main_dir = root / args.main_sweep
     variants = report.load_sweep_dir(main_dir) if main_dir.is_dir() else {}
     if "random" not in variants or len(variants) < 2:
@@ -313,9 +400,10 @@ def cmd_report(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("command", choices=["run", "report"])
-    p.add_argument("--sweeps", default="main,draws,beyond")
-    p.add_argument("--root", default="workdirs/paper")
+    p.add_argument("command", choices=["run", "collect", "report"])
+    p.add_argument("--sweeps", default="warm,main,draws,beyond")
+    p.add_argument("--root", default="workdirs/paper", help="the runs' workdirs (run, collect)")
+    p.add_argument("--records", default=str(RECORDS), help="the runs' records (all commands)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--main-sweep", default="main", help="the sweep reported as the main one")
     p.add_argument("--n-boot", type=int, default=10000)
@@ -325,7 +413,7 @@ def main(argv=None) -> int:
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
     p.add_argument("--runs-on", default="this machine (see report_machine)")
     args = p.parse_args(argv)
-    return cmd_run(args) if args.command == "run" else cmd_report(args)
+    return {"run": cmd_run, "collect": cmd_collect, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":

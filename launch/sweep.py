@@ -37,6 +37,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +150,15 @@ def _env(root: Path) -> dict[str, str]:
 
 
 def run_rows(
-    config: str, rows: list[tuple[str, Row]], sweep_dir: Path, root: Path, jobs: int
+    config: str,
+    rows: list[tuple[str, Row]],
+    sweep_dir: Path,
+    root: Path,
+    jobs: int,
+    on_done: Callable[[Path], None] | None = None,
 ) -> int:
-    """Runs unfinished rows, `jobs` at a time; returns the number of failed rows."""
+    """Runs unfinished rows, `jobs` at a time; returns the number of failed rows.
+    `on_done(workdir)` is called as each row finishes well (e.g. to keep its results elsewhere)."""
     todo = [(r, sweep_dir / n) for n, r in rows if not is_finished(sweep_dir / n)]
     print(f"{len(rows) - len(todo)} of {len(rows)} rows already finished", flush=True)
     env, running, failed, t0 = _env(root), [], 0, time.time()
@@ -174,6 +181,8 @@ def run_rows(
             log.close()
             ok = proc.returncode == 0 and is_finished(workdir)
             failed += not ok
+            if ok and on_done is not None:
+                on_done(workdir)
             status = "done" if ok else f"FAILED (exit {proc.returncode}; see {workdir}/run.log)"
             print(f"[{time.time() - t0:7.0f}s] {status} {workdir.name}", flush=True)
     return failed

@@ -5,6 +5,7 @@ held-out set but kept out of eval_accuracy (eval.train_pool_size)."""
 import dataclasses
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -174,16 +175,36 @@ def test_every_row_of_the_study_is_a_valid_config(name):
 
 
 def test_the_study_smoke_runs_and_reports(tmp_path):
-    """benchmarks/efficiency_paper_regime.py on the sweep file's smoke rows: run (resumable),
-    report with the JSON's required keys, figure."""
+    """benchmarks/efficiency_paper_regime.py on the sweep file's smoke rows: run, a record per
+    finished row that reads as its workdir does, no rerun of a recorded row (its workdir gone),
+    report from the records with the JSON's required keys, figure."""
+    from insight_jax.study.report import read_run
+
     script = [sys.executable, str(ROOT / "benchmarks/efficiency_paper_regime.py")]
-    root = tmp_path / "study"
-    run = [*script, "run", "--sweeps=smoke", f"--root={root}", "--jobs=2"]
+    root, records = tmp_path / "study", tmp_path / "records"
+    run = [*script, "run", "--sweeps=smoke", f"--root={root}", f"--records={records}", "--jobs=2"]
     out = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    workdirs = sorted((root / "countdown_paper_regime" / "smoke").iterdir())
+    assert len(workdirs) == 4
+    for workdir in workdirs:
+        record = records / "countdown_paper_regime" / "smoke" / workdir.name
+        assert sorted(p.name for p in record.iterdir()) == [
+            "config.json",
+            "metrics.jsonl",
+            "summary.json",
+        ]
+        ours, theirs = read_run(workdir), read_run(record)
+        for a, b in zip(ours[:3], theirs[:3], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert ours[3] == theirs[3] and len(ours[3]) >= 6  # time split and selection statistics
+        for name in ("config.json", "summary.json"):
+            assert (record / name).read_bytes() == (workdir / name).read_bytes()
+    shutil.rmtree(root)  # a later session: the workdirs are gone, the records are committed
     again = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert "4 of 4 rows already finished" in again.stdout
-    report = [*script, "report", f"--root={root}", "--main-sweep=smoke", "--n-boot=200"]
+    assert again.returncode == 0 and "4 of 4 rows recorded" in again.stdout
+    assert "] start " not in again.stdout  # no row was run
+    report = [*script, "report", f"--records={records}", "--main-sweep=smoke", "--n-boot=200"]
     report += [f"--out={tmp_path / 'paper.json'}", f"--figures={tmp_path / 'fig'}"]
     rep = subprocess.run(report, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
