@@ -147,8 +147,9 @@ def test_resume_at_the_rl_boundary_resets_the_optimizer_and_fits_the_prior(
     """A checkpoint at the end of the warm start (a run with rl.steps=0, then extended: a
     resume-safe change) resumes exactly like an uninterrupted run: the RL optimizer is fresh,
     and selection.prior "warm_start" sets every belief to the train-pool pass@1 of step W (read
-    back from metrics.jsonl on resume). That pass@1 is scripted to 0.3 (the smoke policy
-    solves nothing) so the fitted mean is not the clip's floor."""
+    back from metrics.jsonl on resume). A run that starts from a cached warm start (evaluating
+    step W itself, before its loop) fits the same prior. That pass@1 is scripted to 0.3 (the
+    smoke policy solves nothing) so the fitted mean is not the clip's floor."""
     from insight_jax.rl import train
 
     real = train._evaluate
@@ -160,21 +161,29 @@ def test_resume_at_the_rl_boundary_resets_the_optimizer_and_fits_the_prior(
 
     monkeypatch.setattr(train, "_evaluate", evaluate)
 
-    def config(rl_steps=None):
+    def config(rl_steps=None, cache=""):
         c = _load_config("smoke")
         c.eval.train_pool_size, c.selection.prior = 8, "warm_start"
         c.selection.alpha0, c.selection.beta0 = 0.5, 1.5
         c.rl.steps = c.rl.steps if rl_steps is None else rl_steps
+        c.warmstart.cache_dir = cache
         return c
 
-    full = train_and_evaluate(config(), tmp_path / "full")
+    cache = str(tmp_path / "cache")
+    full = train_and_evaluate(config(cache=cache), tmp_path / "full")  # fills the cache
     first = train_and_evaluate(config(rl_steps=0), tmp_path / "resumed")  # stops at step W
     assert "eval_accuracy_before_rl" in first
     train_and_evaluate(config(), tmp_path / "resumed")
+    cached = train_and_evaluate(config(cache=cache), tmp_path / "cached")
+    assert cached["warm_start_cache"] == full["warm_start_cache"]
+    sft = [r for r in read_metrics_jsonl(tmp_path / "cached/metrics.jsonl") if "sft_loss" in r]
+    assert not sft  # it did not warm start itself
     assert _rl_records(tmp_path / "full") == _rl_records(tmp_path / "resumed")
+    assert _rl_records(tmp_path / "full") == _rl_records(tmp_path / "cached")
     fitted = float(np.float32(0.3))  # the beliefs' precision
     assert _rl_records(tmp_path / "full")[0]["prior_mean"] == full["prior_mean"] == fitted
-    for run in ("full", "resumed"):
+    assert cached["prior_mean"] == fitted
+    for run in ("full", "resumed", "cached"):
         beliefs = np.load(tmp_path / run / "final_beliefs.npz")
         a, b = beliefs["alpha"], beliefs["beta"]
         unseen = a + b < 2.5  # strength n0 = 0.5 + 1.5; a visit adds K = 4
