@@ -197,6 +197,8 @@ def _method_row(row: dict, runs: dict[int, dict]) -> dict[str, Any]:
         "rollouts_total": row["rollouts_total"],
         "rollouts_to_target": row["rollouts_to_target"],
         "zero_variance_share": row["selection_stats"].get("zero_var_frac_mean"),
+        # median seconds per RL step by phase, the mean over seeds (runs shared the machine)
+        "time_per_step_s": row["time_per_step_s"],
         "train_pool_gap": {"before_rl": _gap(runs, "before_rl"), "after": _gap(runs, "after")},
     }
     if "speedup" in row:
@@ -269,6 +271,8 @@ def cmd_report(args) -> int:
     order = [m for m in ORDER if m in variants]
     methods = {m: _method_row(summary["variants"][m], runs[m]) for m in order}
     md = _markdown(methods, "Countdown, M = 256, K = 8, N = 2000, disjoint warm start")
+    md += ["## Time per RL step (median per run, mean over seeds; runs shared the machine)", ""]
+    md += [report.time_table(summary, order), ""]
 
     # Draws per prompt: InSight against Random at each M (M = 256 from the main sweep).
     draws: dict[str, Any] = {}

@@ -216,6 +216,13 @@ def test_the_study_smoke_runs_and_reports(tmp_path):
     assert set(insight["final_pass1"]) == {"mean", "ci"} and len(insight["final_pass1"]["ci"]) == 2
     assert set(insight["speedup"]) == {"point", "ci"}
     assert set(insight["train_pool_gap"]) == {"before_rl", "after"}
+    assert set(insight["time_per_step_s"]) == {
+        "time_select",
+        "time_rollout",
+        "time_verify",
+        "time_update",
+    }
+    assert "| insight |" in (tmp_path / "paper.md").read_text().split("## Time per RL step")[1]
     assert res["cost"]["runs"] == 4
     assert res["complete"] is False and res["seeds_missing"]["insight"] == 8
     assert (tmp_path / "fig" / "paper.png").stat().st_size > 10_000
