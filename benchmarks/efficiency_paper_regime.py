@@ -118,22 +118,47 @@ def collect(sweep_dir: Path, records: Path) -> int:
     return written
 
 
+def rows_to_run(rows: dict[str, list[tuple[str, dict]]], recorded) -> dict[str, list]:
+    """{sweep: rows to run} given every sweep's rows and `recorded(sweep, row name)`: the rows
+    without a record, and the "warm" rows of every seed that those rows need. A warm row fills
+    the warm-start cache, which is gone with its session's workdirs; rerunning it (its record
+    does not change) keeps rows of one seed that start at once from each warm starting."""
+    todo = {
+        name: [(n, r) for n, r in named if not recorded(name, n)] for name, named in rows.items()
+    }
+    needed = {r["config.seed"] for name, named in todo.items() if name != "warm" for _, r in named}
+    if "warm" in rows:
+        todo["warm"] = [
+            (n, r) for n, r in rows["warm"] if r["config.seed"] in needed or not recorded("warm", n)
+        ]
+    return todo
+
+
 def cmd_run(args) -> int:
     sweep = _sweep_module()
-    root, records, failed = Path(args.root), Path(args.records), 0
-    for name in args.sweeps.split(","):
-        config, sweep_name, rows = sweep.load_sweep(f"{ROOT / SWEEP_FILE}:{name}")
+    root, records = Path(args.root), Path(args.records)
+    loaded = {
+        name: sweep.load_sweep(f"{ROOT / SWEEP_FILE}:{name}") for name in args.sweeps.split(",")
+    }
+    for _, sweep_name, _ in loaded.values():
+        collect(root / sweep_name, records / sweep_name)  # finished under --root, no record yet
+
+    def recorded(name: str, row: str) -> bool:
+        return sweep.is_finished(records / loaded[name][1] / row)
+
+    todo = rows_to_run({name: rows for name, (_, _, rows) in loaded.items()}, recorded)
+    failed = 0
+    for name, (config, sweep_name, rows) in loaded.items():
         done = records / sweep_name
-        collect(root / sweep_name, done)  # rows finished under --root before their record
-        todo = [(n, r) for n, r in rows if not sweep.is_finished(done / n)]
-        print(f"== {SWEEP_FILE}:{name}: {len(rows) - len(todo)} of {len(rows)} rows recorded")
+        print(f"== {SWEEP_FILE}:{name}: {sum(recorded(name, n) for n, _ in rows)} of {len(rows)} "
+              f"rows recorded, {len(todo[name])} to run")  # fmt: skip
         failed += sweep.run_rows(
             str(ROOT / config),
-            todo,
+            todo[name],
             root / sweep_name,
             root,
             args.jobs,
-            on_done=lambda workdir, done=done: write_record(workdir, done / workdir.name),
+            on_done=lambda workdir, done=done: collect(workdir.parent, done),
         )
     return 1 if failed else 0
 

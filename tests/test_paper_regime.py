@@ -174,6 +174,33 @@ def test_every_row_of_the_study_is_a_valid_config(name):
         validate_config(c)
 
 
+def test_a_later_session_reruns_only_unrecorded_rows_and_the_warm_starts_they_need():
+    spec = importlib.util.spec_from_file_location(
+        "efficiency_paper_regime", ROOT / "benchmarks" / "efficiency_paper_regime.py"
+    )
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+
+    def rows(names, seeds):
+        return [(f"{m},seed={s}", {"arg": m, "config.seed": s}) for s in seeds for m in names]
+
+    sweeps = {
+        "warm": rows(["random"], [1, 2, 3, 4]),
+        "main": rows(["random", "insight"], [1, 2, 3]),
+    }
+    done = {("main", "random,seed=1"), ("main", "insight,seed=1"), ("main", "random,seed=2")}
+    done |= {("warm", f"random,seed={s}") for s in (1, 2, 3)}  # seed 4's warm row never ran
+    todo = study.rows_to_run(sweeps, lambda sweep, row: (sweep, row) in done)
+    assert [n for n, _ in todo["main"]] == ["insight,seed=2", "random,seed=3", "insight,seed=3"]
+    # seeds 2 and 3 still have rows to run: their warm starts again; seed 4 has no record yet
+    assert [n for n, _ in todo["warm"]] == ["random,seed=2", "random,seed=3", "random,seed=4"]
+    everything = {(s, n) for s, named in sweeps.items() for n, _ in named}
+    assert study.rows_to_run(sweeps, lambda sweep, row: (sweep, row) in everything) == {
+        "warm": [],
+        "main": [],
+    }
+
+
 def test_the_study_smoke_runs_and_reports(tmp_path):
     """benchmarks/efficiency_paper_regime.py on the sweep file's smoke rows: run, a record per
     finished row that reads as its workdir does, no rerun of a recorded row (its workdir gone),
