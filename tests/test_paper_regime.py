@@ -242,6 +242,10 @@ def test_the_study_smoke_runs_and_reports(tmp_path):
     assert insight["seeds"] == [1, 2]
     assert set(insight["final_pass1"]) == {"mean", "ci"} and len(insight["final_pass1"]["ci"]) == 2
     assert set(insight["speedup"]) == {"point", "ci"}
+    # Random and InSight spend M K rollouts a step, so the two speed-ups are one ratio.
+    rs, sp = insight["rollouts_speedup"], insight["speedup"]
+    assert rs["point"] == pytest.approx(sp["point"], rel=1e-9)
+    assert rs["ci"] == pytest.approx(sp["ci"], rel=1e-9)
     assert set(insight["train_pool_gap"]) == {"before_rl", "after"}
     assert set(insight["time_per_step_s"]) == {
         "time_select",

@@ -75,6 +75,10 @@ def test_load_and_summarize(tmp_path):
     # Rollouts to target: the same crossing, in rollouts (768 per 2 steps for "fast").
     rt = fast["rollouts_to_target"]
     assert rt["n_reached"] == 6 and rt["mean"] == pytest.approx(sp["steps_method"] * 384, rel=0.1)
+    # The speed-up in rollouts: at every eval "fast" has spent 384 per step against 256.
+    rs = fast["rollouts_speedup"]
+    assert rs["speedup"] == pytest.approx(sp["speedup"] * 256 / 384, rel=1e-9)
+    assert rs["steps_method"] == pytest.approx(sp["steps_method"] * 384, rel=1e-9)
     table = report.markdown_table(out, ["random", "fast"])
     assert table.count("\n") == 3 and "| fast |" in table
     # zero_var_frac is 1 from RL step 60 on: 40% of all steps, all of the last 40%.

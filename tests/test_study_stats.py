@@ -340,6 +340,75 @@ def test_speedup_validation():
         S.speedup_ci(steps, base, base, target=0.3, target_frac=0.9)
 
 
+def test_speedup_in_cost_is_step_speedup_over_cost_ratio():
+    """Closed form: a method that needs 2x fewer steps but spends 2.75x the rollouts per step
+    needs 2 / 2.75 as many rollouts, replicate by replicate, so the interval scales too."""
+    rng = np.random.default_rng(7)
+    base = family(rng, 8, tau=100.0, steps=STEPS)
+    meth = family(rng, 8, tau=50.0, steps=STEPS)
+    per_step = 2048.0
+    cost_b = np.tile(STEPS * per_step, (8, 1))
+    cost_m = np.tile(STEPS * per_step * 2.75, (8, 1))
+    steps_sp = S.speedup_ci(STEPS, base, meth, n_boot=2000, rng=4, paired=True)
+    cost_sp = S.speedup_ci(
+        STEPS, base, meth, n_boot=2000, rng=4, paired=True, base_cost=cost_b, method_cost=cost_m
+    )
+    for k in ("speedup", "lo", "hi"):
+        assert cost_sp[k] == pytest.approx(steps_sp[k] / 2.75, rel=1e-12)
+    assert cost_sp["steps_base"] == pytest.approx(steps_sp["steps_base"] * per_step, rel=1e-12)
+    assert cost_sp["hi"] < 1.0 < steps_sp["lo"]  # fewer steps, more rollouts
+
+
+def test_speedup_in_cost_matches_crossing_on_the_cost_axis():
+    """Per-seed costs that differ (dynamic sampling): the reference finds, in every replicate,
+    where the mean curve drawn against the mean cost crosses the target."""
+    rng = np.random.default_rng(12)
+    base = family(rng, 6, tau=100.0, steps=STEPS, noise=0.01)
+    meth = family(rng, 6, tau=60.0, steps=STEPS, noise=0.01)
+    inc = np.diff(STEPS)
+    cost_b = np.concatenate([np.zeros((6, 1)), np.cumsum(inc * rng.uniform(1, 2, (6, 30)), 1)], 1)
+    cost_m = np.concatenate([np.zeros((6, 1)), np.cumsum(inc * rng.uniform(2, 4, (6, 30)), 1)], 1)
+    n_boot, level, seed = 1200, 0.9, 3
+    res = S.speedup_ci(
+        STEPS, base, meth, n_boot=n_boot, level=level, rng=seed, paired=True,
+        base_cost=cost_b, method_cost=cost_m,
+    )  # fmt: skip
+    t0 = base[:, -1].mean()
+    cb = ref_crossing(cost_b.mean(0), base.mean(0), t0)
+    cm = ref_crossing(cost_m.mean(0), meth.mean(0), t0)
+    assert res["speedup"] == pytest.approx(cb / cm, rel=1e-12)
+    idx = np.random.default_rng(seed).integers(0, 6, size=(n_boot, 6))  # paired: one draw
+    ratios = []
+    for k in range(n_boot):
+        bm, mm = base[idx[k]].mean(0), meth[idx[k]].mean(0)
+        t = bm[-1]
+        ratios.append(
+            ref_ratio(
+                ref_crossing(cost_b[idx[k]].mean(0), bm, t),
+                ref_crossing(cost_m[idx[k]].mean(0), mm, t),
+            )
+        )
+    r = np.array(ratios)
+    lo, hi = np.quantile(r[~np.isnan(r)], [(1 - level) / 2, (1 + level) / 2])
+    assert (res["lo"], res["hi"]) == (pytest.approx(lo, rel=1e-9), pytest.approx(hi, rel=1e-9))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"base_cost": np.ones((3, 31))}, "both or neither"),
+        ({"base_cost": np.ones((3, 30)), "method_cost": np.ones((3, 31))}, "shape"),
+        ({"base_cost": np.ones((3, 31)), "method_cost": np.tile(STEPS[::-1], (3, 1))}, "non-dec"),
+        ({"base_cost": np.full((3, 31), np.nan), "method_cost": np.ones((3, 31))}, "finite"),
+    ],
+)
+def test_speedup_cost_validation(kwargs, match):
+    rng = np.random.default_rng(0)
+    base, meth = family(rng, 3, 100.0, STEPS), family(rng, 3, 50.0, STEPS)
+    with pytest.raises(ValueError, match=match):
+        S.speedup_ci(STEPS, base, meth, n_boot=10, **kwargs)
+
+
 # ----------------------------------------------------------------------------- resource_to_target
 
 

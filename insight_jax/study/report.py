@@ -13,12 +13,13 @@ seeds of a variant are its replicates. From each finished workdir (summary.json 
 `summarize` turns variants into the study's numbers (stats.py holds the formulas): final
 accuracy mean and 95% t-interval; its difference from the baseline; the steps-to-target
 speed-up over the baseline with a seed-bootstrap interval (target = the baseline's final mean
-accuracy, re-estimated in each bootstrap sample); rollouts to the same target; the median time
-split per step. Runs of one seed share the warm-started policy and the test set across methods,
-so when the baseline has every seed of a variant the comparison is paired, against the
-baseline's runs of those seeds (per-seed differences: t-interval and paired t-test; the
-bootstrap resamples seeds jointly; the speed-up target is those runs' final mean); otherwise it
-is unpaired (bootstrap interval and Welch test).
+accuracy, re-estimated in each bootstrap sample); the same ratio in rollouts (each side's
+crossing step turned into the rollouts its seeds had spent by then); per-seed rollouts to the
+same target; the median time split per step. Runs of one seed share the warm-started policy
+and the test set across methods, so when the baseline has every seed of a variant the
+comparison is paired, against the baseline's runs of those seeds (per-seed differences:
+t-interval and paired t-test; the bootstrap resamples seeds jointly; the speed-up target is
+those runs' final mean); otherwise it is unpaired (bootstrap interval and Welch test).
 """
 
 from __future__ import annotations
@@ -194,6 +195,17 @@ def summarize(
                 for k in ("speedup", "lo", "hi", "target", "steps_base", "steps_method")
             }
             row["speedup"]["frac_never"] = float(sp["frac_method_never"])
+            # The same ratio in rollouts: dynamic sampling spends more of them per step.
+            base_rollouts = np.stack(base.rollouts)
+            if paired:
+                base_rollouts = base_rollouts[[base.seeds.index(x) for x in v.seeds]]
+            rs = stats.speedup_ci(
+                v.steps, ref, curves, n_boot=n_boot, rng=seed, paired=paired,
+                base_cost=base_rollouts, method_cost=np.stack(v.rollouts),
+            )  # fmt: skip
+            row["rollouts_speedup"] = {
+                k: _finite(rs[k]) for k in ("speedup", "lo", "hi", "steps_base", "steps_method")
+            }
         target = float(base_final.mean())
         res = stats.resource_to_target(np.stack(v.rollouts), curves, target)
         row["rollouts_to_target"] = {
@@ -219,15 +231,20 @@ def _fmt_ci(d: dict | None, key: str, scale: float = 1.0, digits: int = 1) -> st
 
 
 def markdown_table(summary: dict[str, Any], order: list[str] | None = None) -> str:
-    """One row per variant: final pass@1, its gain over the baseline, speed-up, rollouts."""
+    """One row per variant: final pass@1, its gain over the baseline, speed-ups, rollouts.
+
+    The speed-up in rollouts is a column only when the summary has it (JSON written before it
+    existed does not)."""
     variants = summary["variants"]
     names = [n for n in (order or sorted(variants)) if n in variants]
+    in_rollouts = any("rollouts_speedup" in variants[n] for n in names)
     lines = [
         "| method | final pass@1 % (95% CI) | vs "
         + summary["baseline"]
-        + " (pts, 95% CI; p; paired by seed) "
-        "| steps-to-target speed-up (95% CI) | rollouts to target (seeds reaching) | seeds |",
-        "|---|---|---|---|---|---|",
+        + " (pts, 95% CI; p; paired by seed) | steps-to-target speed-up (95% CI) "
+        + ("| rollouts-to-target speed-up (95% CI) " if in_rollouts else "")
+        + "| rollouts to target (seeds reaching) | seeds |",
+        "|---|---|---|---|---|" + ("---|" if in_rollouts else "") + "---|",
     ]
     for n in names:
         r = variants[n]
@@ -238,13 +255,17 @@ def markdown_table(summary: dict[str, Any], order: list[str] | None = None) -> s
                 "" if vs["paired"] else " (unpaired)"
             )
         sp = r.get("speedup")
-        sp_s = _fmt_ci(sp, "speedup", 1, 2) if sp else "1 (baseline)"
+        speedups = [_fmt_ci(sp, "speedup", 1, 2) if sp else "1 (baseline)"]
+        if in_rollouts:
+            rs = r.get("rollouts_speedup")
+            speedups.append(_fmt_ci(rs, "speedup", 1, 2) if rs else "1 (baseline)")
         rt = r["rollouts_to_target"]
         rt_s = f"{rt['mean']:.0f} ({rt['n_reached']}/{rt['n_seeds']})" if rt["mean"] else "-"
         rt_s = rt_s if rt["n_reached"] else f"never (0/{rt['n_seeds']})"
         lines.append(
-            f"| {n} | {_fmt_ci(r['final_accuracy'], 'mean', 100)} | {vs_s} | {sp_s} | {rt_s} "
-            f"| {len(r['seeds'])} |"
+            f"| {n} | {_fmt_ci(r['final_accuracy'], 'mean', 100)} | {vs_s} | "
+            + " | ".join(speedups)
+            + f" | {rt_s} | {len(r['seeds'])} |"
         )
     return "\n".join(lines)
 

@@ -9,7 +9,8 @@ Functions
 ---------
 mean_ci            Student-t interval of the mean over seeds (axis 0).
 steps_to_target    first step at which one curve reaches a target (linear interpolation).
-speedup_ci         steps-to-target speed-up of a method over a baseline, seed bootstrap.
+speedup_ci         steps-to-target (or rollouts-to-target) speed-up over a baseline, seed
+                   bootstrap.
 resource_to_target per-seed resource (e.g. cumulative rollouts) needed to reach a target.
 bootstrap_diff_ci  difference of mean final accuracies: percentile bootstrap + Welch t-test.
 paired_diff_ci     mean of per-seed differences (same seeds): t-interval + paired t-test.
@@ -91,6 +92,15 @@ def _check_curves(curves: Any, n_evals: int, name: str) -> np.ndarray:
         raise ValueError(f"{name} has {c.shape[1]} eval points but steps has {n_evals}")
     if not np.all(np.isfinite(c)):
         raise ValueError(f"{name} must be finite (no NaN/inf accuracies)")
+    return c
+
+
+def _check_cost(cost: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    c = np.asarray(cost, dtype=np.float64)
+    if c.shape != shape:
+        raise ValueError(f"{name} must have the shape of its curves {shape}, got {c.shape}")
+    if not np.all(np.isfinite(c)) or np.any(np.diff(c, axis=1) < 0):
+        raise ValueError(f"{name} must be finite and non-decreasing along evals")
     return c
 
 
@@ -232,8 +242,11 @@ def speedup_ci(
     rng: RngLike = 0,
     target_frac: float = 1.0,
     paired: bool = False,
+    base_cost: Any = None,
+    method_cost: Any = None,
 ) -> dict[str, Any]:
-    """Speed-up of a method over a baseline in steps needed to reach a target accuracy.
+    """Speed-up of a method over a baseline in steps (or in a cost such as rollouts) needed
+    to reach a target accuracy.
 
     Args:
         steps: [evals] common eval steps, strictly increasing.
@@ -250,6 +263,10 @@ def speedup_ci(
         paired: row i of both arrays comes from the same seed (same warm start, same test set),
             so the bootstrap resamples seeds jointly: ``idx_method = idx_base``. Seed-level
             variation shared by both methods then cancels. Needs n_base == n_method.
+        base_cost, method_cost: optional, both or neither: [n, evals] cost spent by each seed
+            up to each eval (e.g. cumulative rollouts; under dynamic sampling it differs per
+            seed), non-decreasing along evals. The ratio is then one of costs to target (see
+            below) instead of steps.
 
     Caveat of the default target (target_frac = 1): it sits at the very end of the baseline
     curve, so a method that is *equal* to the baseline in distribution ends below it about
@@ -262,6 +279,13 @@ def speedup_ci(
     ``M = mean_seeds(method_curves)``::
 
         speedup = steps_to_target(steps, B, target) / steps_to_target(steps, M, target)
+
+    With costs, each side's crossing step x is turned into the cost its seeds spent by then,
+    the seed-mean cost curve linearly interpolated at x: ``C(x) = interp(x, steps,
+    mean_seeds(cost))``, and ``speedup = C_base(x_base) / C_method(x_method)``. The curves are
+    piecewise linear in the steps and so is C, so this is the crossing of the mean accuracy
+    curve drawn against the mean cost. In a bootstrap replicate the costs are resampled with
+    their seeds' curves.
 
     Ratio conventions (r = s_base / s_method):
 
@@ -286,8 +310,9 @@ def speedup_ci(
 
     Returns:
         dict with ``speedup``, ``lo``, ``hi``, ``target``, ``steps_base``, ``steps_method``
-        (point estimates), ``frac_method_never`` and ``frac_base_never`` (fraction of
-        bootstrap replicates where that mean curve never reached its target),
+        (point estimates; costs to target when costs are given), ``frac_method_never`` and
+        ``frac_base_never`` (fraction of bootstrap replicates where that mean curve never
+        reached its target),
         ``frac_undefined`` (neither reached), ``n_boot``, ``level``.
     """
     s = _check_steps(steps)
@@ -303,10 +328,29 @@ def speedup_ci(
     if fixed_target is not None and frac != 1.0:
         raise ValueError("target_frac applies only to the default target; pass one or the other")
 
+    if (base_cost is None) != (method_cost is None):
+        raise ValueError("base_cost and method_cost go together: pass both or neither")
+    costs = None
+    if base_cost is not None:
+        costs = (
+            _check_cost(base_cost, base.shape, "base_cost"),
+            _check_cost(method_cost, meth.shape, "method_cost"),
+        )
+
+    def to_cost(x: np.ndarray, cost_rows: np.ndarray) -> np.ndarray:
+        """Crossing steps x [c] -> seed-mean cost at x (inf stays inf); rows [c, E]."""
+        out = np.full(x.shape, np.inf)
+        for k in np.flatnonzero(np.isfinite(x)):
+            out[k] = np.interp(x[k], s, cost_rows[k])
+        return out
+
     b_mean, m_mean = base.mean(axis=0), meth.mean(axis=0)
     t0 = frac * float(b_mean[-1]) if fixed_target is None else fixed_target
     sb = float(_crossings(s, b_mean[None, :], np.array([t0]))[0])
     sm = float(_crossings(s, m_mean[None, :], np.array([t0]))[0])
+    if costs is not None:
+        sb = float(to_cost(np.array([sb]), costs[0].mean(axis=0, keepdims=True))[0])
+        sm = float(to_cost(np.array([sm]), costs[1].mean(axis=0, keepdims=True))[0])
     out: dict[str, Any] = {
         "speedup": float(_ratio(sb, sm)),
         "lo": float("nan"),
@@ -338,6 +382,9 @@ def speedup_ci(
         mm = meth[idx_m[sl]].mean(axis=1)
         tt = frac * bb[:, -1] if fixed_target is None else np.full(bb.shape[0], fixed_target)
         xb, xm = _crossings(s, bb, tt), _crossings(s, mm, tt)
+        if costs is not None:
+            xb = to_cost(xb, costs[0][idx_b[sl]].mean(axis=1))
+            xm = to_cost(xm, costs[1][idx_m[sl]].mean(axis=1))
         ratios[sl] = _ratio(xb, xm)
         never_b[sl], never_m[sl] = np.isinf(xb), np.isinf(xm)
     out["lo"], out["hi"] = _percentile_interval(ratios, level)
