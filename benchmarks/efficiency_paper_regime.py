@@ -10,8 +10,8 @@ Two steps, both resumable (finished rows are skipped, an interrupted row resumes
 
 `run` expands the sweeps of configs/ablations/countdown_paper_regime.py with launch/sweep.py and
 runs their rows in workdirs under --root. As each row finishes, its record (config.json,
-summary.json and the metrics.jsonl keys the report reads, `RECORD_KEYS`; a few kB, no
-checkpoint) is written under
+summary.json, final_beliefs.npz and the metrics.jsonl keys the report reads, `RECORD_KEYS`;
+tens of kB, no checkpoint) is written under
 --records (benchmarks/results/paper_regime_runs/<sweep file>/<sweep>/<row>, committed), and a row
 with a record is not run again: the study accumulates across machines and sessions whose
 workdirs are gone. `collect` writes the records of the finished runs under --root (e.g. a sweep
@@ -23,8 +23,10 @@ rerunning its row would give. `report` reads the records and writes
       pool or test set, as measured by the trainer), per method: seeds, final_pass1 (mean, ci),
       speedup (point, ci), the paired difference from Random, rollouts to target, and the
       train-pool minus held-out pass@1 gap before and after RL (mean, ci over seeds); the
-      draws-per-prompt sweep (InSight against Random at each M); the "beyond" selectors; the
-      study's cost (runs, CPU hours of the RL steps, wall hours).
+      draws-per-prompt sweep (InSight against Random at each M); the "beyond" selectors;
+      draw_concentration (how each variant spread its draws over the pool, from the records
+      that keep final beliefs: stats.draw_concentration); the study's cost (runs, CPU hours
+      of the RL steps, wall hours).
   benchmarks/results/efficiency_paper_regime.md    the tables
   docs/figures/efficiency_paper_regime.png         curves with 95% bands, paired differences,
                                                     and InSight minus Random per draws/prompt
@@ -58,6 +60,7 @@ RL_STEPS, POOL = 100, 2000
 REQUIRED_SEEDS = {"random": 10, "insight": 10, "mopps": 10, "ds": 10}
 REQUIRED_SEEDS |= {"expected_difficulty": 5, "inverse_evidence": 5}
 RECORDS = ROOT / "benchmarks" / "results" / "paper_regime_runs"
+BELIEFS = "final_beliefs.npz"  # the trainer's alpha, beta per prompt after the last step
 # What a record keeps of each metrics.jsonl step: what insight_jax/study/report.read_run reads
 # (eval steps and pass@1, rollouts, the time split, the selection statistics) and what explains
 # a curve (rewards, the selected prompts' beliefs and success rate, response length, dynamic
@@ -87,9 +90,9 @@ def _sweep_module():
 
 
 def write_record(workdir: Path, record: Path) -> None:
-    """A finished run's record: its config.json and summary.json as written, its metrics.jsonl
-    steps (merged as the report reads them) cut to RECORD_KEYS; written beside and renamed, so
-    a record exists whole or not at all."""
+    """A finished run's record: its config.json, summary.json and final_beliefs.npz as written,
+    its metrics.jsonl steps (merged as the report reads them) cut to RECORD_KEYS; written beside
+    and renamed, so a record exists whole or not at all."""
     from insight_jax.metrics import read_metrics_jsonl
 
     tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
@@ -97,6 +100,8 @@ def write_record(workdir: Path, record: Path) -> None:
     tmp.mkdir(parents=True)
     for name in ("config.json", "summary.json"):  # the run's whole config: rerunnable from it
         shutil.copyfile(workdir / name, tmp / name)
+    if (workdir / BELIEFS).is_file():  # 16 kB at N = 2000: where the run spent its draws
+        shutil.copyfile(workdir / BELIEFS, tmp / BELIEFS)
     lines = []
     for rec in read_metrics_jsonl(workdir / "metrics.jsonl"):
         kept = {k: rec[k] for k in RECORD_KEYS if k in rec}
@@ -212,6 +217,59 @@ def _gap(runs: dict[int, dict], tag: str) -> dict[str, Any] | None:
         "gap": float(mean),
         "ci": [float(lo), float(hi)] if len(gaps) > 1 else [None, None],
     }
+
+
+def draws_per_prompt(record: Path) -> np.ndarray | None:
+    """How often each prompt of a recorded run was rolled out (as a group of K), from its final
+    beliefs: every rolled-out group adds K to alpha + beta (dynamic sampling's filtered groups
+    too), so draws_i = (alpha_i + beta_i - alpha0 - beta0) / K. None when the record has no
+    beliefs or its beliefs forget (selection.decay < 1: the sum no longer counts draws)."""
+    if not (record / BELIEFS).is_file():
+        return None
+    config = json.loads((record / "config.json").read_text())
+    sel, k = config["selection"], config["rl"]["num_rollouts"]
+    if sel["decay"] != 1.0:
+        return None
+    with np.load(record / BELIEFS) as b:
+        evidence = b["alpha"].astype(np.float64) + b["beta"] - sel["alpha0"] - sel["beta0"]
+    return np.rint(evidence / k)  # float32 sums: within 1e-3 of an integer multiple of K
+
+
+def _concentration(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """{variant: stats.draw_concentration of its recorded runs' draws, mean over the seeds
+    whose records hold beliefs, with those seeds}."""
+    from insight_jax.study import stats
+    from insight_jax.study.report import parse_row_name
+
+    per: dict[str, dict[int, dict]] = {}
+    for record in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
+        d = draws_per_prompt(record) if (record / "summary.json").is_file() else None
+        if d is not None:
+            name, seed = parse_row_name(record.name)
+            per.setdefault(name, {})[seed] = stats.draw_concentration(d)
+    return {
+        name: {
+            "seeds": sorted(by_seed),
+            **{k: float(np.mean([c[k] for c in by_seed.values()])) for k in CONCENTRATION},
+        }
+        for name, by_seed in per.items()
+    }
+
+
+CONCENTRATION = ("median", "top_decile_share", "effective_share", "never")
+
+
+def _concentration_table(rows: dict[str, dict]) -> list[str]:
+    lines = ["## How each run spread its draws over the pool (mean over recorded seeds)", ""]
+    lines += ["| sweep: variant | seeds | median draws of a prompt | share of draws on the "
+              "most-drawn 10% | effective share of the pool | never drawn |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, c in rows.items():
+        lines.append(
+            f"| {name} | {len(c['seeds'])} | {c['median']:.1f} | {100 * c['top_decile_share']:.0f}%"
+            f" | {100 * c['effective_share']:.0f}% | {100 * c['never']:.1f}% |"
+        )
+    return [*lines, ""]
 
 
 def _method_row(row: dict, runs: dict[int, dict]) -> dict[str, Any]:
@@ -351,6 +409,15 @@ def cmd_report(args) -> int:
         beyond = {n: _method_row(b_summary["variants"][n], b_runs[n]) for n in merged}
         md += _markdown(beyond, "Beyond the paper: selectors against Random (same seeds)")
 
+    # Where the draws went (records that keep their final beliefs; older ones do not).
+    spread = {
+        f"{sweep}: {name}": c
+        for sweep in (args.main_sweep, "draws", "beyond")
+        for name, c in _concentration(root / sweep).items()
+    }
+    if spread:
+        md += _concentration_table(spread)
+
     all_runs = [s for r in (runs, _run_summaries(root / "draws"), _run_summaries(beyond_dir))
                 for seeds in r.values() for s in seeds.values()]  # fmt: skip
     flags = {s.get("warm_start_disjoint") for s in all_runs}
@@ -379,6 +446,7 @@ def cmd_report(args) -> int:
         "methods": methods,
         "draws": draws,
         "beyond": beyond,
+        "draw_concentration": spread,
         "cost": {
             "runs": len(all_runs),
             "rl_step_hours": sum(s.get("time_rl_steps_s", 0.0) for s in all_runs) / 3600,

@@ -174,12 +174,18 @@ def test_every_row_of_the_study_is_a_valid_config(name):
         validate_config(c)
 
 
-def test_a_later_session_reruns_only_unrecorded_rows_and_the_warm_starts_they_need():
+def _study():
+    """benchmarks/efficiency_paper_regime.py as a module (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location(
         "efficiency_paper_regime", ROOT / "benchmarks" / "efficiency_paper_regime.py"
     )
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
+    return study
+
+
+def test_a_later_session_reruns_only_unrecorded_rows_and_the_warm_starts_they_need():
+    study = _study()
 
     def rows(names, seeds):
         return [(f"{m},seed={s}", {"arg": m, "config.seed": s}) for s in seeds for m in names]
@@ -207,6 +213,7 @@ def test_the_study_smoke_runs_and_reports(tmp_path):
     report from the records with the JSON's required keys, figure."""
     from insight_jax.study.report import read_run
 
+    study = _study()
     script = [sys.executable, str(ROOT / "benchmarks/efficiency_paper_regime.py")]
     root, records = tmp_path / "study", tmp_path / "records"
     run = [*script, "run", "--sweeps=smoke", f"--root={root}", f"--records={records}", "--jobs=2"]
@@ -218,6 +225,7 @@ def test_the_study_smoke_runs_and_reports(tmp_path):
         record = records / "countdown_paper_regime" / "smoke" / workdir.name
         assert sorted(p.name for p in record.iterdir()) == [
             "config.json",
+            "final_beliefs.npz",
             "metrics.jsonl",
             "summary.json",
         ]
@@ -225,8 +233,13 @@ def test_the_study_smoke_runs_and_reports(tmp_path):
         for a, b in zip(ours[:3], theirs[:3], strict=True):
             np.testing.assert_array_equal(a, b)
         assert ours[3] == theirs[3] and len(ours[3]) >= 6  # time split and selection statistics
-        for name in ("config.json", "summary.json"):
+        for name in ("config.json", "summary.json", "final_beliefs.npz"):
             assert (record / name).read_bytes() == (workdir / name).read_bytes()
+        # The draws read back from the beliefs are the rollouts the trainer counted, K a group.
+        draws = study.draws_per_prompt(record)
+        summary = json.loads((record / "summary.json").read_text())
+        k = json.loads((record / "config.json").read_text())["rl"]["num_rollouts"]
+        assert draws.min() >= 0 and draws.sum() * k == summary["rollouts"]
     shutil.rmtree(root)  # a later session: the workdirs are gone, the records are committed
     again = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "4 of 4 rows recorded" in again.stdout
@@ -258,3 +271,7 @@ def test_the_study_smoke_runs_and_reports(tmp_path):
     assert res["complete"] is False and res["seeds_missing"]["insight"] == 8
     assert (tmp_path / "fig" / "paper.png").stat().st_size > 10_000
     assert "| insight | 2 |" in (tmp_path / "paper.md").read_text()
+    spread = res["draw_concentration"]
+    assert set(spread) == {"smoke: random", "smoke: insight"}
+    assert spread["smoke: insight"]["seeds"] == [1, 2]
+    assert 0 < spread["smoke: insight"]["effective_share"] <= 1

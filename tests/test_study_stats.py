@@ -562,3 +562,35 @@ def test_paired_diff_ci_matches_scipy():
     assert np.isnan(S.paired_diff_ci(a[:1], b[:1])["lo"])
     with pytest.raises(ValueError, match="paired"):
         S.paired_diff_ci(a, b[:3])
+
+
+# ----------------------------------------------------------------------------- draw_concentration
+
+
+def test_draw_concentration_against_scipy_and_closed_forms():
+    from scipy import stats as st
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(5, 400))
+        d = rng.poisson(rng.uniform(0.5, 20), n) * rng.integers(0, 2, n)
+        d[0] += 1  # not all zero
+        c = S.draw_concentration(d)
+        assert c["effective_share"] == pytest.approx(np.exp(st.entropy(d)) / n, rel=1e-12)
+        k = int(np.ceil(n / 10))
+        assert c["top_decile_share"] == pytest.approx(np.sort(d)[-k:].sum() / d.sum(), rel=1e-12)
+        assert c["never"] == np.count_nonzero(d == 0) / n
+        assert c["median"] == np.median(d)
+    even = S.draw_concentration(np.full(2000, 13))
+    assert even["median"] == 13.0 and even["never"] == 0.0
+    assert even["top_decile_share"] == pytest.approx(0.1, rel=1e-12)
+    assert even["effective_share"] == pytest.approx(1.0, rel=1e-12)
+    one = S.draw_concentration(np.eye(1, 2000, 7)[0] * 100)
+    assert one["top_decile_share"] == 1.0 and one["never"] == 1999 / 2000
+    assert one["effective_share"] == pytest.approx(1 / 2000, rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [[], [[1, 2]], [0, 0], [1, -1], [1, np.nan]])
+def test_draw_concentration_validation(bad):
+    with pytest.raises(ValueError, match="draws"):
+        S.draw_concentration(bad)

@@ -14,6 +14,7 @@ speedup_ci         steps-to-target (or rollouts-to-target) speed-up over a basel
 resource_to_target per-seed resource (e.g. cumulative rollouts) needed to reach a target.
 bootstrap_diff_ci  difference of mean final accuracies: percentile bootstrap + Welch t-test.
 paired_diff_ci     mean of per-seed differences (same seeds): t-interval + paired t-test.
+draw_concentration how unevenly a run spread its draws over the pool's prompts.
 band_plot          matplotlib helper: seed-mean curve with a shaded t-band.
 
 Percentile intervals use NumPy's default ("linear") quantile definition: for sorted samples
@@ -35,6 +36,7 @@ RngLike = np.random.Generator | int | np.integer
 __all__ = [
     "band_plot",
     "bootstrap_diff_ci",
+    "draw_concentration",
     "mean_ci",
     "paired_diff_ci",
     "resource_to_target",
@@ -521,6 +523,34 @@ def paired_diff_ci(a: Any, b: Any, level: float = 0.95) -> dict[str, Any]:
     else:
         p_value = np.full(np.shape(diff), np.nan) if np.ndim(diff) else float("nan")
     return {"diff": diff, "lo": lo, "hi": hi, "p_value": p_value, "n": int(a.shape[0])}
+
+
+def draw_concentration(draws: Any) -> dict[str, float]:
+    """How unevenly one run spread its draws over a pool: ``draws[i] >= 0`` is how often prompt i
+    was drawn (selected for a group of rollouts), N = draws.size, D = sum(draws) > 0.
+
+    * ``median``: the median of draws (a typical prompt's draws);
+    * ``top_decile_share``: the share of D that went to the ceil(N / 10) most drawn prompts
+      (uniform draws: 0.1; all on one prompt: 1);
+    * ``effective_share``: exp(H) / N with H = -sum_i p_i log p_i, p_i = draws[i] / D and
+      0 log 0 = 0: the fraction of the pool that, drawn evenly, has the same entropy (uniform:
+      1; all on one prompt: 1 / N);
+    * ``never``: the share of prompts with draws[i] = 0.
+    """
+    d = np.asarray(draws, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError(f"draws must be a non-empty 1-D array, got shape {d.shape}")
+    if not np.all(np.isfinite(d)) or np.any(d < 0) or d.sum() <= 0:
+        raise ValueError("draws must be finite, >= 0 and not all 0")
+    p = d / d.sum()
+    nz = p[p > 0]
+    top = np.sort(d)[::-1][: -(-d.size // 10)]
+    return {
+        "median": float(np.median(d)),
+        "top_decile_share": float(top.sum() / d.sum()),
+        "effective_share": float(np.exp(-np.sum(nz * np.log(nz))) / d.size),
+        "never": float(np.mean(d == 0)),
+    }
 
 
 def band_plot(
