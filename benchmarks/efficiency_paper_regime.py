@@ -29,7 +29,9 @@ rerunning its row would give. `report` reads the records and writes
       of the RL steps, wall hours).
   benchmarks/results/efficiency_paper_regime.md    the tables
   docs/figures/efficiency_paper_regime.png         curves with 95% bands, paired differences,
-                                                    and InSight minus Random per draws/prompt
+                                                    InSight minus Random per draws/prompt, and
+                                                    each run's final pass@1 against its batches'
+                                                    mean evidence
 
 The statistics are insight_jax/study (the same definitions as docs/results.md): final pass@1 with
 a 95% t-interval, paired per-seed differences, steps-to-target speed-up against Random's final
@@ -280,6 +282,8 @@ def _method_row(row: dict, runs: dict[int, dict]) -> dict[str, Any]:
         "rollouts_total": row["rollouts_total"],
         "rollouts_to_target": row["rollouts_to_target"],
         "zero_variance_share": row["selection_stats"].get("zero_var_frac_mean"),
+        # alpha + beta of the batch's prompts before the update (2 = unseen), last 40% of steps
+        "batch_evidence_last40": row["selection_stats"].get("sel_mean_evidence_last40"),
         # median seconds per RL step by phase, the mean over seeds (runs shared the machine)
         "time_per_step_s": row["time_per_step_s"],
         "train_pool_gap": {"before_rl": _gap(runs, "before_rl"), "after": _gap(runs, "after")},
@@ -325,6 +329,30 @@ def _markdown(methods: dict[str, dict], title: str) -> list[str]:
             f"{pct(f['ci'][1])}] | {vs_text} | {sp_text} | {rs_text} | {r_text} | {g_text} |"
         )
     return [*lines, ""]
+
+
+def _plot_spread(ax, variants: dict, order: list[str]) -> None:
+    """Final held-out pass@1 minus Random's on the same seed against the mean evidence of the
+    run's batches in its last 40% of steps: one small point per run, a large one per method."""
+    base = dict(zip(variants["random"].seeds, variants["random"].curves, strict=True))
+    for i, name in enumerate(order):
+        v = variants[name]
+        pairs = [
+            (t["sel_mean_evidence_last40"], 100 * (c[-1] - base[s][-1]))
+            for s, c, t in zip(v.seeds, v.curves, v.times, strict=True)
+            if s in base and "sel_mean_evidence_last40" in t
+        ]
+        if not pairs:
+            continue
+        x, y = np.array(pairs).T
+        color = f"C{i}"
+        ax.scatter(x, y, s=12, alpha=0.4, color=color)
+        ax.scatter([x.mean()], [y.mean()], s=90, color=color, edgecolor="k", label=name)
+    ax.axhline(0.0, color="gray", ls="--")
+    ax.set_xlabel("mean evidence alpha + beta of the batch, last 40% of steps")
+    ax.set_ylabel("final pass@1 minus random, same seed (pts)")
+    ax.set_title("final pass@1 against how often the batch was drawn before")
+    ax.legend(fontsize=8)
 
 
 def _fmt(x: float | None) -> str:
@@ -466,9 +494,11 @@ def cmd_report(args) -> int:
     out.write_text(json.dumps(results, indent=1))
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
 
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+    fig, grid = plt.subplots(2, 2, figsize=(14, 10))
+    axes = grid.ravel()
     report.plot_curves(axes[0], variants, order, "held-out pass@1, mean and 95% band")
     report.plot_curves_vs_baseline(axes[1], summary, order, "difference from random, same seeds")
+    _plot_spread(axes[3], variants, order)
     if draws:
         xs = [d["draws_per_prompt"] for d in draws.values()]
         ys = [100 * d["insight_vs_random"]["diff"] for d in draws.values()]
@@ -483,6 +513,8 @@ def cmd_report(args) -> int:
         axes[2].errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label="insight - random")
         axes[2].axhline(0.0, color="gray", ls="--")
         axes[2].set_xscale("log", base=2)
+        axes[2].set_xticks(xs, [f"{x:g}\n(M = {m})" for x, m in zip(xs, draws, strict=True)])
+        axes[2].minorticks_off()
         axes[2].set_xlabel("draws per prompt (M x 100 steps / N)")
         axes[2].set_ylabel("final pass@1 difference (pts), 95% CI")
         axes[2].set_title("InSight minus Random by draws per prompt")
