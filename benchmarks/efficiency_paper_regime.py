@@ -45,6 +45,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -359,6 +360,14 @@ def _fmt(x: float | None) -> str:
     return "never" if x is None else f"{x:.2f}"
 
 
+def _short(variant: str) -> str:
+    """A variant's name for a table: "M = 128 insight" for a draws row (its other settings
+    follow from M), the settings without their config section otherwise."""
+    if "rl.batch_size=" in variant:
+        return f"M = {_batch_size(variant)} {variant.split(',')[0]}"
+    return re.sub(r"(^|,)[a-z_]+\.(?=[a-z_]+=)", r"\1", variant)
+
+
 def _batch_size(variant: str) -> int:
     for part in variant.split(","):
         if part.startswith("rl.batch_size="):
@@ -439,7 +448,7 @@ def cmd_report(args) -> int:
 
     # Where the draws went (records that keep their final beliefs; older ones do not).
     spread = {
-        f"{sweep}: {name}": c
+        f"{sweep}: {_short(name)}": c
         for sweep in (args.main_sweep, "draws", "beyond")
         for name, c in _concentration(root / sweep).items()
     }

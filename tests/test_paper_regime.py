@@ -275,3 +275,18 @@ def test_the_study_smoke_runs_and_reports(tmp_path):
     assert set(spread) == {"smoke: random", "smoke: insight"}
     assert spread["smoke: insight"]["seeds"] == [1, 2]
     assert 0 < spread["smoke: insight"]["effective_share"] <= 1
+
+
+def test_table_labels_of_the_sweeps_variants():
+    short = _study()._short
+    assert short("random") == "random"
+    assert short("random,rl.batch_size=128,rl.num_minibatches=2,selection.num_candidates=2048") == (
+        "M = 128 random"
+    )
+    assert (
+        short("ds,selection.dynamic_sampling_band=[0.2,0.8]")
+        == "ds,dynamic_sampling_band=[0.2,0.8]"
+    )
+    assert short("insight,selection.skip_explore=0.05,selection.skip_threshold=0.5") == (
+        "insight,skip_explore=0.05,skip_threshold=0.5"
+    )
