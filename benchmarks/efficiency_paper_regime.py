@@ -326,7 +326,7 @@ def _markdown(methods: dict[str, dict], title: str) -> list[str]:
         gaps = [m["train_pool_gap"][t] for t in ("before_rl", "after")]
         g_text = " / ".join("-" if g is None else f"{100 * g['gap']:+.1f}" for g in gaps)
         lines.append(
-            f"| {name} | {len(m['seeds'])} | {pct(f['mean'])} [{pct(f['ci'][0])}, "
+            f"| {_short(name)} | {len(m['seeds'])} | {pct(f['mean'])} [{pct(f['ci'][0])}, "
             f"{pct(f['ci'][1])}] | {vs_text} | {sp_text} | {rs_text} | {r_text} | {g_text} |"
         )
     return [*lines, ""]
