@@ -253,13 +253,10 @@ def _concentration(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     return {
         name: {
             "seeds": sorted(by_seed),
-            **{k: float(np.mean([c[k] for c in by_seed.values()])) for k in CONCENTRATION},
+            **{k: float(np.mean([c[k] for c in by_seed.values()])) for k in by_seed[min(by_seed)]},
         }
         for name, by_seed in per.items()
     }
-
-
-CONCENTRATION = ("median", "top_decile_share", "effective_share", "never")
 
 
 def _concentration_table(rows: dict[str, dict]) -> list[str]:
