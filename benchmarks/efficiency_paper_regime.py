@@ -32,6 +32,9 @@ rerunning its row would give. `report` reads the records and writes
                                                     InSight minus Random per draws/prompt, and
                                                     each run's final pass@1 against its batches'
                                                     mean evidence
+  docs/figures/efficiency_paper_regime_cost.png    (with beyond rows) each method's final
+                                                    pass@1 minus Random's against the rollouts
+                                                    it spent
 
 The statistics are insight_jax/study (the same definitions as docs/results.md): final pass@1 with
 a 95% t-interval, paired per-seed differences, steps-to-target speed-up against Random's final
@@ -309,7 +312,7 @@ def _markdown(methods: dict[str, dict], title: str) -> list[str]:
         f = m["final_pass1"]
         vs = m.get("vs_random")
         vs_text = (
-            f"{100 * vs['diff']:+.1f} [{pct(vs['lo'])}, {pct(vs['hi'])}]; p={vs['p_value']:.2f}"
+            f"{100 * vs['diff']:+.1f} [{pct(vs['lo'])}, {pct(vs['hi'])}]; p={vs['p_value']:.2g}"
             if vs and vs.get("diff") is not None and vs.get("p_value") is not None
             else "-"
         )
@@ -351,6 +354,34 @@ def _plot_spread(ax, variants: dict, order: list[str]) -> None:
     ax.set_ylabel("final pass@1 minus random, same seed (pts)")
     ax.set_title("final pass@1 against how often the batch was drawn before")
     ax.legend(fontsize=8)
+
+
+def _plot_cost(ax, methods: dict[str, dict], beyond: dict[str, dict]) -> None:
+    """Each method's final held-out pass@1 minus Random's (paired, 95% CI), one row per method
+    with the rollouts it spent in units of Random's: the beyond rows' goal is a gain at <= 1x."""
+    base = methods["random"]["rollouts_total"]
+    rows = [(n, m, "main") for n, m in methods.items()]
+    rows += [(n, m, "beyond") for n, m in beyond.items() if n not in methods]
+    rows = [(n, m, t) for n, m, t in rows if m.get("vs_random", {}).get("diff") is not None]
+    for y, (name, m, sweep) in enumerate(rows):
+        d, lo, hi = (100 * m["vs_random"][k] for k in ("diff", "lo", "hi"))
+        cost = m["rollouts_total"] / base
+        color = "C3" if cost > 1.0 + 1e-9 else "C0"
+        marker = "o" if sweep == "main" else "s"
+        ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], marker=marker, capsize=3, color=color)
+    labels = [
+        f"{_short(n)} ({len(m['seeds'])} seeds, {m['rollouts_total'] / base:.1f}x rollouts)"
+        for n, m, _ in rows
+    ]
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="gray", ls="--")
+    ax.set_xlabel("final pass@1 minus random, same seeds (pts), 95% CI")
+    ax.set_title(
+        "circles: main sweep; squares: beyond rows; red: more rollouts than Random\n"
+        "(the beyond rows' goal: right of 0, in blue)",
+        fontsize=10,
+    )
 
 
 def _fmt(x: float | None) -> str:
@@ -531,8 +562,15 @@ def cmd_report(args) -> int:
     figure = Path(args.figures) / f"{out.stem}.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=120)
+    written = [out, out.with_suffix(".md"), figure]
+    if beyond:
+        fig, ax = plt.subplots(figsize=(11, 5))
+        _plot_cost(ax, methods, beyond)
+        fig.tight_layout()
+        written.append(figure.with_name(f"{out.stem}_cost.png"))
+        fig.savefig(written[-1], dpi=120)
     print("\n".join(md))
-    print(f"wrote {out}, {out.with_suffix('.md')} and {figure}")
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 

@@ -1,7 +1,9 @@
 """Multi-controller training: two local processes x 4 CPU devices (gloo collectives) form one
 8-device mesh, train the smoke config like one process with 8 devices, and resume exactly after
 one of them is killed with SIGKILL mid-run. Rollouts use the continuous engine with one decode
-slot per device (the paper configs' engine; its per-shard queues then span both processes)."""
+slot per device (the paper configs' engine; its per-shard queues then span both processes), and
+the beliefs start RL at the prior fitted to the train-pool pass@1 (selection.prior "warm_start":
+an evaluation gathered over both processes, then a jitted reset of the sharded beliefs)."""
 
 import json
 import os
@@ -21,7 +23,12 @@ from insight_jax.rl import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/arithmetic_tiny.py:smoke"
-ENGINE = {"rl.rollout_engine": "continuous", "rl.rollout_slots": 8}
+OVERRIDES = {
+    "rl.rollout_engine": "continuous",
+    "rl.rollout_slots": 8,
+    "selection.prior": "warm_start",
+    "eval.train_pool_size": 8,
+}
 # Cross-process all-reduces (gloo) sum in another order than one process does, so a loss can
 # differ in its last bits; every other metric is equal.
 RTOL = 1e-6
@@ -48,7 +55,7 @@ def _start(workdir: Path, port: int, log_dir: Path, *flags: str) -> list[subproc
                     sys.executable, "-m", "insight_jax.main", f"--config={CONFIG}",
                     f"--workdir={workdir}", f"--coordinator_address=localhost:{port}",
                     "--num_processes=2", f"--process_id={i}",
-                    *(f"--config.{k}={v}" for k, v in ENGINE.items()),
+                    *(f"--config.{k}={v}" for k, v in OVERRIDES.items()),
                     *flags,
                 ],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -99,7 +106,7 @@ def single(tmp_path_factory, devices):
     """The reference: one process with the 8 devices of the test mesh."""
     workdir = tmp_path_factory.mktemp("single") / "run"
     config = arithmetic_tiny.get_config("smoke")
-    config.rl.rollout_engine, config.rl.rollout_slots = ENGINE.values()
+    config.update_from_flattened_dict(OVERRIDES)
     train.train_and_evaluate(config, workdir, log=lambda m: None)
     return workdir
 
@@ -110,6 +117,9 @@ def test_two_processes_train_like_one(single, tmp_path):
     flag = f"--config.warmstart.cache_dir={cache}"
     _wait(_start(workdir, _free_port(), tmp_path, flag), tmp_path)
     _assert_same_run(workdir, single)
+    # The fitted prior ran once, at the start of RL (and, by the comparison above, as in one
+    # process: the same mean, the same beliefs after it).
+    assert sum("prior_mean" in r for r in _metrics(workdir)) == 1
     (entry,) = cache.iterdir()  # one entry, no temporary left
     assert committed_steps(entry / "checkpoints") == [
         arithmetic_tiny.get_config("smoke").warmstart.steps
