@@ -363,7 +363,7 @@ def _plot_cost(ax, methods: dict[str, dict], beyond: dict[str, dict]) -> None:
     rows = [(n, m, "main") for n, m in methods.items()]
     rows += [(n, m, "beyond") for n, m in beyond.items() if n not in methods]
     rows = [(n, m, t) for n, m, t in rows if m.get("vs_random", {}).get("diff") is not None]
-    for y, (name, m, sweep) in enumerate(rows):
+    for y, (_, m, sweep) in enumerate(rows):
         d, lo, hi = (100 * m["vs_random"][k] for k in ("diff", "lo", "hi"))
         cost = m["rollouts_total"] / base
         color = "C3" if cost > 1.0 + 1e-9 else "C0"
