@@ -1,6 +1,7 @@
-"""The efficiency study in the paper's regime (configs/countdown_paper_regime.py): M = 256
-prompts x K = 8 per step from N = 2000 for 100 steps (12.8 draws per prompt), a warm start on
-problems outside the RL pool and the test set, fresh seeds 16-25.
+"""The efficiency study in the paper's regime (configs/countdown_paper_regime.py, and with
+--task arithmetic configs/arithmetic_paper_regime.py): M = 256 prompts x K = 8 per step from
+N = 2000 for 100 steps (12.8 draws per prompt), a warm start on problems outside the RL pool and
+the test set, fresh seeds 16-25.
 
 Two steps, both resumable (finished rows are skipped, an interrupted row resumes):
 
@@ -8,7 +9,7 @@ Two steps, both resumable (finished rows are skipped, an interrupted row resumes
                                                    [--root workdirs/paper] [--jobs 1]
   python benchmarks/efficiency_paper_regime.py report
 
-`run` expands the sweeps of configs/ablations/countdown_paper_regime.py with launch/sweep.py and
+`run` expands the sweeps of configs/ablations/<task>_paper_regime.py with launch/sweep.py and
 runs their rows in workdirs under --root. As each row finishes, its record (config.json,
 summary.json, final_beliefs.npz and the metrics.jsonl keys the report reads, `RECORD_KEYS`;
 tens of kB, no checkpoint) is written under
@@ -35,6 +36,8 @@ rerunning its row would give. `report` reads the records and writes
   docs/figures/efficiency_paper_regime_cost.png    (with beyond rows) each method's final
                                                     pass@1 minus Random's against the rollouts
                                                     it spent
+(with --task arithmetic: efficiency_paper_regime_arithmetic.{json,md,png}, records under
+paper_regime_runs/arithmetic_paper_regime/, no draws or beyond sweeps).
 
 The statistics are insight_jax/study (the same definitions as docs/results.md): final pass@1 with
 a 95% t-interval, paired per-seed differences, steps-to-target speed-up against Random's final
@@ -59,8 +62,15 @@ import numpy as np
 from insight_jax.study.report import TIME_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEP_FILE = "configs/ablations/countdown_paper_regime.py"
-TASK = "countdown_paper_regime"  # the sweep file's stem: <root>/<TASK>/<sweep>/<row>
+# --task: its sweep file (whose stem names the records' folder: <root>/<stem>/<sweep>/<row>),
+# the results' stem and the tables' title.
+TASKS = {
+    "countdown": ("configs/ablations/countdown_paper_regime.py", "efficiency_paper_regime"),
+    "arithmetic": (
+        "configs/ablations/arithmetic_paper_regime.py",
+        "efficiency_paper_regime_arithmetic",
+    ),
+}
 ORDER = ["random", "insight", "mopps", "ds", "expected_difficulty", "inverse_evidence"]
 RL_STEPS, POOL = 100, 2000
 REQUIRED_SEEDS = {"random": 10, "insight": 10, "mopps": 10, "ds": 10}
@@ -149,7 +159,8 @@ def cmd_run(args) -> int:
     sweep = _sweep_module()
     root, records = Path(args.root), Path(args.records)
     loaded = {
-        name: sweep.load_sweep(f"{ROOT / SWEEP_FILE}:{name}") for name in args.sweeps.split(",")
+        name: sweep.load_sweep(f"{ROOT / args.sweep_file}:{name}")
+        for name in args.sweeps.split(",")
     }
     for _, sweep_name, _ in loaded.values():
         collect(root / sweep_name, records / sweep_name)  # finished under --root, no record yet
@@ -161,8 +172,9 @@ def cmd_run(args) -> int:
     failed = 0
     for name, (config, sweep_name, rows) in loaded.items():
         done = records / sweep_name
-        print(f"== {SWEEP_FILE}:{name}: {sum(recorded(name, n) for n, _ in rows)} of {len(rows)} "
-              f"rows recorded, {len(todo[name])} to run")  # fmt: skip
+        n_done = sum(recorded(name, n) for n, _ in rows)
+        print(f"== {args.sweep_file}:{name}: {n_done} of {len(rows)} rows recorded, "
+              f"{len(todo[name])} to run")  # fmt: skip
         failed += sweep.run_rows(
             str(ROOT / config),
             todo[name],
@@ -175,7 +187,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    root, records = Path(args.root) / TASK, Path(args.records) / TASK
+    task = Path(args.sweep_file).stem
+    root, records = Path(args.root) / task, Path(args.records) / task
     sweeps = [d.name for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
     for name in sweeps:
         print(f"{name}: {collect(root / name, records / name)} new records")
@@ -412,7 +425,7 @@ def cmd_report(args) -> int:
 
     from insight_jax.study import report
 
-    root = Path(args.records) / TASK
+    root = Path(args.records) / Path(args.sweep_file).stem
     main_dir = root / args.main_sweep
     variants = report.load_sweep_dir(main_dir) if main_dir.is_dir() else {}
     if "random" not in variants or len(variants) < 2:
@@ -421,7 +434,8 @@ def cmd_report(args) -> int:
     summary = report.summarize(variants, baseline="random", n_boot=args.n_boot)
     order = [m for m in ORDER if m in variants]
     methods = {m: _method_row(summary["variants"][m], runs[m]) for m in order}
-    md = _markdown(methods, "Countdown, M = 256, K = 8, N = 2000, disjoint warm start")
+    title = f"{args.task.capitalize()}, M = 256, K = 8, N = 2000, disjoint warm start"
+    md = _markdown(methods, title)
     md += ["## Time per RL step (median per run, mean over seeds; runs shared the machine)", ""]
     md += [report.time_table(summary, order), ""]
 
@@ -498,8 +512,9 @@ def cmd_report(args) -> int:
         "draws_per_prompt": 256 * RL_STEPS / POOL,
         "warm_start_disjoint": flags == {True},
         "settings": {
-            "config": "configs/countdown_paper_regime.py",
-            "sweeps": SWEEP_FILE,
+            "task": args.task,
+            "config": f"configs/{Path(args.sweep_file).stem}.py",
+            "sweeps": args.sweep_file,
             "M": 256,
             "K": 8,
             "N": POOL,
@@ -577,18 +592,24 @@ def cmd_report(args) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("command", choices=["run", "collect", "report"])
-    p.add_argument("--sweeps", default="warm,main,draws,beyond")
+    p.add_argument("--task", choices=sorted(TASKS), default="countdown")
+    p.add_argument(
+        "--sweeps", help="default: countdown's warm,main,draws,beyond; arithmetic's warm,main"
+    )
     p.add_argument("--root", default="workdirs/paper", help="the runs' workdirs (run, collect)")
     p.add_argument("--records", default=str(RECORDS), help="the runs' records (all commands)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--main-sweep", default="main", help="the sweep reported as the main one")
     p.add_argument("--n-boot", type=int, default=10000)
-    p.add_argument(
-        "--out", default=str(ROOT / "benchmarks" / "results" / "efficiency_paper_regime.json")
-    )
+    p.add_argument("--out", help="default: benchmarks/results/<the task's results stem>.json")
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
     p.add_argument("--runs-on", default="this machine (see report_machine)")
     args = p.parse_args(argv)
+    args.sweep_file, stem = TASKS[args.task]
+    args.sweeps = args.sweeps or (
+        "warm,main,draws,beyond" if args.task == "countdown" else "warm,main"
+    )
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / f"{stem}.json")
     return {"run": cmd_run, "collect": cmd_collect, "report": cmd_report}[args.command](args)
 
 

@@ -38,8 +38,9 @@ def paper_geometry(c: ml_collections.ConfigDict, batch_size: int) -> ml_collecti
     return c
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = countdown_tiny.get_config()
+def in_paper_regime(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """A tiny config `c` in the paper's regime: its geometry, a disjoint warm start of 1000
+    problems, the first 256 RL prompts evaluated; then the argument (method, smoke)."""
     paper_geometry(c, BATCH_SIZE)
     c.warmstart.pool = "disjoint"
     c.warmstart.pool_size = 1000
@@ -51,3 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.warmstart.pool_size = 0
         c.eval.train_pool_size = 8
     return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    return in_paper_regime(countdown_tiny.get_config(), arg)

@@ -14,7 +14,13 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import arithmetic_tiny, countdown_paper_regime, countdown_small, countdown_tiny
+from configs import (
+    arithmetic_paper_regime,
+    arithmetic_tiny,
+    countdown_paper_regime,
+    countdown_small,
+    countdown_tiny,
+)
 from insight_jax.rl.base_config import METHODS, Choice, parse_arg
 from insight_jax.rl.validate import ConfigError, validate_config
 from insight_jax.selection import MAX_ROLLOUTS, SCORER_NAMES, get_scorer
@@ -24,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_MODULES = {"arithmetic_tiny": arithmetic_tiny, "countdown_tiny": countdown_tiny}
 CONFIG_MODULES["countdown_small"] = countdown_small
 CONFIG_MODULES["countdown_paper_regime"] = countdown_paper_regime
+CONFIG_MODULES["arithmetic_paper_regime"] = arithmetic_paper_regime
 
 
 def _smoke():

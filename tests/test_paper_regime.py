@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import countdown_paper_regime, countdown_tiny
+from configs import arithmetic_paper_regime, countdown_paper_regime, countdown_tiny
 from insight_jax.rl import setup, warmstart
 from insight_jax.rl.data import TRAIN_POOL_SET, disjoint_records, warm_start_pool
 from insight_jax.rl.evaluate import EvalSet, eval_metrics
@@ -156,14 +156,37 @@ def test_skipping_keeps_predicted_zero_variance_prompts_out_of_the_batch(tmp_pat
     assert any(i % 2 == 0 for i in np.asarray(idx).tolist())
 
 
-@pytest.mark.parametrize("name", ["warm", "main", "draws", "beyond", "smoke"])
-def test_every_row_of_the_study_is_a_valid_config(name):
+def test_the_arithmetic_regime_warm_starts_on_1000_problems_outside_its_pool_and_test_set():
+    """At the config's full sizes (N = 2000, 256 test problems): the task's train split holds
+    enough problems for a disjoint warm-start pool of 1000."""
+    config = arithmetic_paper_regime.get_config()
+    config.seed = 16
+    task = get_task(config.task.name, **config.task.kwargs)
+    pool = task.generate(config.task.num_train, 16, split="train")
+    test = (EvalSet("test", task, tuple(task.generate(config.task.num_test, 16, split="test"))),)
+    warm, disjoint = warm_start_pool(config, task, pool, len(pool), test)
+    # Arithmetic's problem is its question text; the task repeats problems (level 1 has ~150),
+    # so the warm-start pool may too, as the RL pool does.
+    questions = {r["question"] for r in warm}
+    assert disjoint and len(warm) == config.warmstart.pool_size == 1000
+    assert not questions & {r["question"] for r in pool + list(test[0].records)}
+    assert config.rl.batch_size == 256 and config.selection.num_candidates == 4096
+
+
+STUDIES = [("countdown_paper_regime", countdown_paper_regime, s) for s in
+           ["warm", "main", "draws", "beyond", "smoke"]]  # fmt: skip
+STUDIES += [("arithmetic_paper_regime", arithmetic_paper_regime, s) for s in ["warm", "main"]]
+
+
+@pytest.mark.parametrize(("stem", "module", "name"), STUDIES)
+def test_every_row_of_the_study_is_a_valid_config(stem, module, name):
     spec = importlib.util.spec_from_file_location("sweep", ROOT / "launch" / "sweep.py")
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
-    _, _, rows = sweep.load_sweep(f"{ROOT}/configs/ablations/countdown_paper_regime.py:{name}")
+    config, _, rows = sweep.load_sweep(f"{ROOT}/configs/ablations/{stem}.py:{name}")
+    assert config == f"configs/{stem}.py"
     for _, row in rows:
-        c = countdown_paper_regime.get_config(row.get("arg", ""))
+        c = module.get_config(row.get("arg", ""))
         for key, value in row.items():  # what --config.<key>=<value> sets
             if key != "arg":
                 *path, leaf = key.removeprefix("config.").split(".")

@@ -63,33 +63,33 @@ def _geometry(h, m: int):
     ]
 
 
-def _rows(h, seeds, methods, *extra):
+def rows(h, seeds, methods, *extra):
     fixed = [h.fixed(k, v) for k, v in FIXED.items()]
     return h.product([h.sweep("config.seed", seeds), h.sweep("arg", methods), *extra, *fixed])
 
 
 def get_hyper(h, name="main"):
     if name == "warm":  # the warm starts only (one per seed), shared by every sweep below
-        return _rows(h, SEEDS, ["random"], h.fixed("config.rl.steps", 0))
+        return rows(h, SEEDS, ["random"], h.fixed("config.rl.steps", 0))
     if name == "main":
         return h.chain(
             [
-                _rows(h, SEEDS, ["random", "insight", "mopps"]),
-                _rows(h, SEEDS, ["ds"]),
-                _rows(h, FEW, ["expected_difficulty", "inverse_evidence"]),
+                rows(h, SEEDS, ["random", "insight", "mopps"]),
+                rows(h, SEEDS, ["ds"]),
+                rows(h, FEW, ["expected_difficulty", "inverse_evidence"]),
             ]
         )
     if name == "draws":
         geometries = [_geometry(h, m) for m in (32, 64, 128)]
-        return h.chain([_rows(h, FEW, ["random", "insight"], *g) for g in geometries])
+        return h.chain([rows(h, FEW, ["random", "insight"], *g) for g in geometries])
     if name == "beyond":
         skip = [h.fixed(k, v) for k, v in SKIP.items()]
         return h.chain(
             [
-                _rows(h, FEW, ["insight", "random"], *skip),
-                _rows(h, FEW, ["insight"], h.fixed("config.selection.success_rule", "fractional")),
-                _rows(h, FEW, ["insight"], h.fixed("config.selection.prior", "warm_start")),
-                _rows(h, FEW, ["ds"], h.fixed("config.selection.dynamic_sampling_band", BAND)),
+                rows(h, FEW, ["insight", "random"], *skip),
+                rows(h, FEW, ["insight"], h.fixed("config.selection.success_rule", "fractional")),
+                rows(h, FEW, ["insight"], h.fixed("config.selection.prior", "warm_start")),
+                rows(h, FEW, ["ds"], h.fixed("config.selection.dynamic_sampling_band", BAND)),
             ]
         )
     if name == "smoke":  # the seconds-long shape of "main" that CI runs end to end
