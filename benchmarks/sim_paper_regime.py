@@ -1,4 +1,5 @@
-"""The simulator's prediction for the paper's regime (Countdown, N = 2000, M up to 256).
+"""The simulator's prediction for the paper's regime (Countdown, N = 2000, M up to 256; with
+--task arithmetic, the arithmetic calibration and sim_paper_regime_arithmetic.{json,png}).
 
 Written before the real runs, so they can be compared against it. The real study trains on
 Countdown with K = 8, N = 2000 prompts in the RL pool, 100 steps, Mhat = 16 M candidates
@@ -91,9 +92,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZES = (32, 64, 128, 256)
 METHODS = ("random", "insight", "mopps", "expected_difficulty", "inverse_evidence", "ds")
 SCORER_PARAMS = {"insight": (("eta", 3.0), ("mu", 0.3))}
-# Countdown fit of benchmarks/sim_calibration.py (results/sim_calibration.json, countdown_tiny),
-# the constants of benchmarks/sim_memorisation.py.
-CALIBRATED = dict(difficulty_mean=2.4412, difficulty_std=2.0, learning_rate=0.0464)
+# --task: the fit of benchmarks/sim_calibration.py (results/sim_calibration.json, <task>_tiny);
+# memorisation keeps the constants of benchmarks/sim_memorisation.py (fitted on Countdown).
+CALIBRATIONS = {
+    "countdown": dict(difficulty_mean=2.4412, difficulty_std=2.0, learning_rate=0.0464),
+    "arithmetic": dict(difficulty_mean=2.2127, difficulty_std=3.0, learning_rate=0.0464),
+}
 CALIBRATED_M = 32  # the batch size of the calibration runs
 CALIBRATED_UPDATES = 2  # their optimizer updates per RL step (base config rl.num_minibatches)
 UPDATES = ("study", "calib")  # updates per RL step: the study's max(1, M / 64), or 2
@@ -147,7 +151,7 @@ def optimizer_updates(updates, m):
     return int(paper_geometry(get_config(), m).rl.num_minibatches)
 
 
-def setting_params(updates, memorisation, m):
+def setting_params(updates, memorisation, m, calib):
     """Simulator parameters of one setting at batch size m (module docstring):
     f = updates per step / 2                 (lr = f x the calibrated lr)
     u = f x 32 / m                           (a prompt's weight in one step vs calibration)
@@ -155,24 +159,22 @@ def setting_params(updates, memorisation, m):
     f = optimizer_updates(updates, m) / CALIBRATED_UPDATES
     kappa, rate, scaled = MEMORISATION[memorisation]
     u = f * CALIBRATED_M / m if scaled else 1.0
-    return dict(
-        learning_rate=CALIBRATED["learning_rate"] * f, memorise=kappa * u, memory_rate=rate * u
-    )
+    return dict(learning_rate=calib["learning_rate"] * f, memorise=kappa * u, memory_rate=rate * u)
 
 
 def _settings():
     return [(up, mem) for up in UPDATES for mem in MEMORISATION]
 
 
-def _params(m):
+def _params(m, calib):
     from insight_jax.sim import normal_params
 
     return [
         normal_params(
-            CALIBRATED["difficulty_mean"],
-            CALIBRATED["difficulty_std"],
+            calib["difficulty_mean"],
+            calib["difficulty_std"],
             transfer=FIXED["transfer"],
-            **setting_params(up, mem, m),
+            **setting_params(up, mem, m, calib),
         )
         for up, mem in _settings()
     ]
@@ -213,7 +215,7 @@ def batch_exposure(method, m, indices, successes, rollouts):
     return evidence, (visits > 0).mean(1)
 
 
-def run_all(seeds, steps):
+def run_all(seeds, steps, calib):
     """{(M, updates, memorisation, method): dict of numpy arrays [seeds, ...]}, and timings."""
     import jax
 
@@ -221,7 +223,7 @@ def run_all(seeds, steps):
 
     runs, timings = {}, []
     for m in BATCH_SIZES:
-        params = _params(m)
+        params = _params(m, calib)
         for method in METHODS:
             config = _config(method, m, steps)
             t0 = time.perf_counter()
@@ -266,7 +268,7 @@ def _cum_rollouts(rollouts, grid):
     return cum[:, grid]
 
 
-def summarize(runs, steps):
+def summarize(runs, steps, calib):
     """Per (M, updates, memorisation, method): the statistics of the module docstring
     (accuracies in points)."""
     from insight_jax.study import stats
@@ -292,7 +294,7 @@ def summarize(runs, steps):
                     optimizer_updates=optimizer_updates(up, m),
                     memorisation=mem,
                     method=method,
-                    params=setting_params(up, mem, m),
+                    params=setting_params(up, mem, m, calib),
                     final=_ci(*stats.mean_ci(final), scale=100),
                     zero_var_frac=float(r["zero_var_frac"].mean()),
                     zero_var_frac_last40=float(r["zero_var_frac"][:, late].mean()),
@@ -400,7 +402,7 @@ def stats_table(rows, updates):
     return "\n".join(lines)
 
 
-def plot(rows, path):
+def plot(rows, path, task):
     """Per memorisation setting: method - Random final held-out accuracy (top) and the
     steps-to-target speed-up (bottom) against draws per prompt, 95% intervals as bars, with the
     study's updates per step (solid); the three main methods also with the calibration's 2
@@ -475,7 +477,7 @@ def plot(rows, path):
         fontsize=8,
     )
     fig.suptitle(
-        "Simulator prediction, Countdown calibration, N = 2000, K = 8, 100 steps, 16 seeds; solid:"
+        f"Simulator prediction, {task} calibration, N = 2000, K = 8, 100 steps, 16 seeds; solid:"
         " the study's optimizer updates per step (mini-batches of 64 prompts)\n95% CI: paired t"
         " for points, paired bootstrap for speed-up; triangle at 0: never reaches Random's final"
     )
@@ -489,9 +491,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=16)
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results/sim_paper_regime.json"))
-    p.add_argument("--figure", default=str(ROOT / "docs/figures/sim_paper_regime.png"))
+    p.add_argument("--task", choices=sorted(CALIBRATIONS), default="countdown")
+    p.add_argument("--out", help="default: benchmarks/results/sim_paper_regime[_<task>].json")
+    p.add_argument("--figure", help="default: docs/figures/sim_paper_regime[_<task>].png")
     args = p.parse_args()
+    stem = "sim_paper_regime" + ("" if args.task == "countdown" else f"_{args.task}")
+    args.out = args.out or str(ROOT / f"benchmarks/results/{stem}.json")
+    args.figure = args.figure or str(ROOT / f"docs/figures/{stem}.png")
     if args.steps % FIXED["eval_every"]:
         p.error(f"--steps must be a multiple of the eval interval {FIXED['eval_every']}")
     t_start = time.perf_counter()
@@ -502,8 +508,9 @@ def main():
         f"{len(BATCH_SIZES)} batch sizes x {len(METHODS)} methods x {len(_settings())} settings"
         f" x {args.seeds} seeds x {args.steps} steps"
     )
-    runs, timings = run_all(seeds, args.steps)
-    rows = summarize(runs, args.steps)
+    calib = CALIBRATIONS[args.task]
+    runs, timings = run_all(seeds, args.steps, calib)
+    rows = summarize(runs, args.steps, calib)
     tables = {up: markdown_table(rows, up) for up in UPDATES}
     for up in UPDATES:
         print(
@@ -524,7 +531,7 @@ def main():
         " updates per step, i.e. the calibrated lr): "
         + ", ".join(f"M={m}: {v:.2f}" for m, v in random_by_m.items())
     )
-    plot(rows, Path(args.figure))
+    plot(rows, Path(args.figure), args.task.capitalize())
     elapsed = time.perf_counter() - t_start
     meta = dict(
         jax=jax.__version__,
@@ -541,7 +548,8 @@ def main():
         batch_sizes=BATCH_SIZES,
         methods=METHODS,
         scorer_params={k: dict(v) for k, v in SCORER_PARAMS.items()},
-        calibrated=CALIBRATED,
+        task=args.task,
+        calibrated=calib,
         calibrated_batch_size=CALIBRATED_M,
         calibrated_updates_per_step=CALIBRATED_UPDATES,
         updates_per_step={up: {m: optimizer_updates(up, m) for m in BATCH_SIZES} for up in UPDATES},
@@ -550,7 +558,7 @@ def main():
             for name, (kappa, rate, scaled) in MEMORISATION.items()
         },
         sim_params={
-            f"{up}|{mem}": {m: setting_params(up, mem, m) for m in BATCH_SIZES}
+            f"{up}|{mem}": {m: setting_params(up, mem, m, calib) for m in BATCH_SIZES}
             for up, mem in _settings()
         },
         fixed=FIXED,
