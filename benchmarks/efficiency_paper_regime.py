@@ -460,7 +460,7 @@ def cmd_report(args) -> int:
                 "insight_vs_random": ins["final_vs_baseline"],
                 "insight_speedup": {"point": ins["speedup"]["speedup"], "ci": _ci(ins["speedup"])},
             }
-    if draws:
+    if len(draws) > 1:  # a sweep over M (one M alone is the main table)
         md += ["## InSight against Random by draws per prompt (M at N = 2000)", ""]
         md += ["| M | draws / prompt | seeds | Random % | InSight % | diff (pts, 95% CI) | "
                "speed-up (95% CI) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -551,7 +551,7 @@ def cmd_report(args) -> int:
     report.plot_curves(axes[0], variants, order, "held-out pass@1, mean and 95% band")
     report.plot_curves_vs_baseline(axes[1], summary, order, "difference from random, same seeds")
     _plot_spread(axes[3], variants, order)
-    if draws:
+    if len(draws) > 1:  # a sweep over M (one M alone is the main table)
         xs = [d["draws_per_prompt"] for d in draws.values()]
         ys = [100 * d["insight_vs_random"]["diff"] for d in draws.values()]
         lo = [
