@@ -5,9 +5,10 @@ the test set, fresh seeds 16-25.
 
 Two steps, both resumable (finished rows are skipped, an interrupted row resumes):
 
-  python benchmarks/efficiency_paper_regime.py run [--sweeps warm,main,draws,beyond]
-                                                   [--root workdirs/paper] [--jobs 1]
-  python benchmarks/efficiency_paper_regime.py report
+  python benchmarks/efficiency_paper_regime.py run [--task countdown] [--jobs 1]
+                                                   [--sweeps warm,main,draws,beyond]
+                                                   [--root workdirs/paper]
+  python benchmarks/efficiency_paper_regime.py report [--task countdown]
 
 `run` expands the sweeps of configs/ablations/<task>_paper_regime.py with launch/sweep.py and
 runs their rows in workdirs under --root. As each row finishes, its record (config.json,
