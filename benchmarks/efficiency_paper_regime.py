@@ -64,12 +64,18 @@ from insight_jax.study.report import TIME_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 # --task: its sweep file (whose stem names the records' folder: <root>/<stem>/<sweep>/<row>),
-# the results' stem and the tables' title.
+# the results' stem (the JSON, table and figures) and the sweeps `run` and `collect` expand when
+# --sweeps is not given (arithmetic's study is the main comparison only).
 TASKS = {
-    "countdown": ("configs/ablations/countdown_paper_regime.py", "efficiency_paper_regime"),
+    "countdown": (
+        "configs/ablations/countdown_paper_regime.py",
+        "efficiency_paper_regime",
+        "warm,main,draws,beyond",
+    ),
     "arithmetic": (
         "configs/ablations/arithmetic_paper_regime.py",
         "efficiency_paper_regime_arithmetic",
+        "warm,main",
     ),
 }
 ORDER = ["random", "insight", "mopps", "ds", "expected_difficulty", "inverse_evidence"]
@@ -594,9 +600,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("command", choices=["run", "collect", "report"])
     p.add_argument("--task", choices=sorted(TASKS), default="countdown")
-    p.add_argument(
-        "--sweeps", help="default: countdown's warm,main,draws,beyond; arithmetic's warm,main"
-    )
+    p.add_argument("--sweeps", help="comma-separated; default: the task's in TASKS")
     p.add_argument("--root", default="workdirs/paper", help="the runs' workdirs (run, collect)")
     p.add_argument("--records", default=str(RECORDS), help="the runs' records (all commands)")
     p.add_argument("--jobs", type=int, default=1)
@@ -606,10 +610,8 @@ def main(argv=None) -> int:
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
     p.add_argument("--runs-on", default="this machine (see report_machine)")
     args = p.parse_args(argv)
-    args.sweep_file, stem = TASKS[args.task]
-    args.sweeps = args.sweeps or (
-        "warm,main,draws,beyond" if args.task == "countdown" else "warm,main"
-    )
+    args.sweep_file, stem, default_sweeps = TASKS[args.task]
+    args.sweeps = args.sweeps or default_sweeps
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"{stem}.json")
     return {"run": cmd_run, "collect": cmd_collect, "report": cmd_report}[args.command](args)
 
