@@ -49,6 +49,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from insight_jax.rl.host_data import every_process_says, process_0_says
+
 PyTree = Any
 
 STATE = "state"
@@ -273,7 +275,7 @@ class Checkpointer:
                 except Exception as e:  # reported; raised as the cause if no step restores
                     last_error = e
                     problems = [f"restore failed: {type(e).__name__}: {e}"]
-                if _all_processes_agree(not problems):
+                if every_process_says(not problems):
                     self._move_aside(failed)
                     return step, state, metadata
                 problems = problems or ["restore failed on another process"]
@@ -310,7 +312,7 @@ class Checkpointer:
     def _problems(self, step: int) -> list[str]:
         """checksum_problems of `step`, checked by process 0 and agreed by all processes."""
         problems = checksum_problems(self._step_dir(step)) if jax.process_index() == 0 else []
-        if _all_processes_agree(not problems, from_process_0=True):
+        if process_0_says(not problems):
             return []
         return problems or ["failed its checksums (see the log of process 0)"]
 
@@ -381,18 +383,6 @@ def _move_aside(path: epath.Path, suffix: str) -> epath.Path:
         target = path.parent / f"{path.name}{suffix}-{time.time_ns()}"
     path.rename(target)
     return target
-
-
-def _all_processes_agree(ok: bool, *, from_process_0: bool = False) -> bool:
-    """`ok` of process 0 (from_process_0) or of every process, the same answer on all."""
-    if jax.process_count() == 1:
-        return ok
-    from jax.experimental import multihost_utils
-
-    flag = np.int32(ok)
-    if from_process_0:
-        return bool(multihost_utils.broadcast_one_to_all(flag))
-    return bool(np.all(multihost_utils.process_allgather(flag)))
 
 
 def _files_under(directory: epath.Path, prefix: str = "") -> Iterator[tuple[str, epath.Path]]:

@@ -94,3 +94,11 @@ def process_0_says(flag: bool) -> bool:
     if jax.process_count() == 1:
         return flag
     return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
+def every_process_says(flag: bool) -> bool:
+    """True on every process when `flag` is true on all of them (one process: `flag`): a
+    decision that needs every host's part, such as a restore each host did for its shards."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.all(multihost_utils.process_allgather(np.int32(flag))))
