@@ -149,8 +149,9 @@ def collect(sweep_dir: Path, records: Path) -> int:
 def rows_to_run(rows: dict[str, list[tuple[str, dict]]], recorded) -> dict[str, list]:
     """{sweep: rows to run} given every sweep's rows and `recorded(sweep, row name)`: the rows
     without a record, and the "warm" rows of every seed that those rows need. A warm row fills
-    the warm-start cache, which is gone with its session's workdirs; rerunning it (its record
-    does not change) keeps rows of one seed that start at once from each warm starting."""
+    the warm-start cache, which is gone with its session's workdirs; rerunning it keeps rows of
+    one seed that start at once from each warm starting (on another machine it may not
+    reproduce its record: cmd_run says so, and the report counts the seeds that pair)."""
     todo = {
         name: [(n, r) for n, r in named if not recorded(name, n)] for name, named in rows.items()
     }
@@ -190,6 +191,14 @@ def cmd_run(args) -> int:
             args.jobs,
             on_done=lambda workdir, done=done: collect(workdir.parent, done),
         )
+        changed = changed_warm_starts(root / sweep_name, done) if name == "warm" else []
+        if changed:
+            print(
+                f"WARNING: the warm starts of seeds {changed} did not reproduce their records "
+                "on this machine: rows run now on those seeds start elsewhere than the rows "
+                "recorded before (the report counts, per method, the seeds on Random's warm "
+                "start)"
+            )
     return 1 if failed else 0
 
 
@@ -245,6 +254,37 @@ def _gap(runs: dict[int, dict], tag: str) -> dict[str, Any] | None:
     }
 
 
+def warm_start_key(summary: dict) -> tuple:
+    """What identifies a run's warm start in its summary: its held-out and RL-pool pass@1
+    before RL (thousands of sampled completions, so two different warm starts practically
+    never agree on both)."""
+    return summary.get("eval_test_before_rl"), summary.get("eval_train_pool_before_rl")
+
+
+def same_warm_start(runs: dict[int, dict], baseline: dict[int, dict]) -> list[int]:
+    """The seeds whose run began from the warm start of the baseline's run of that seed.
+
+    Rows of a seed pair through the warm-start cache, which is gone with a session's workdirs;
+    a warm start run again on another machine can differ (XLA compiles for the processor it
+    finds, and 400 steps of SFT carry a last-bit difference into the weights). A seed that does
+    not share it still gives one independent difference per seed (the paired t-interval stays
+    valid), without the variance the pairing removes."""
+    return sorted(
+        seed
+        for seed, s in runs.items()
+        if seed in baseline and warm_start_key(s) == warm_start_key(baseline[seed])
+    )
+
+
+def changed_warm_starts(workdirs: Path, records: Path) -> list[int]:
+    """Seeds whose warm row, run again under `workdirs`, did not reproduce its record."""
+    fresh, recorded = _run_summaries(workdirs), _run_summaries(records)
+    fresh_runs = {seed: s for runs in fresh.values() for seed, s in runs.items()}
+    recorded_runs = {seed: s for runs in recorded.values() for seed, s in runs.items()}
+    shared = set(same_warm_start(fresh_runs, recorded_runs))
+    return sorted(seed for seed in fresh_runs if seed in recorded_runs and seed not in shared)
+
+
 def draws_per_prompt(record: Path) -> np.ndarray | None:
     """How often each prompt of a recorded run was rolled out (as a group of K), from its final
     beliefs: every rolled-out group adds K to alpha + beta (dynamic sampling's filtered groups
@@ -295,7 +335,7 @@ def _concentration_table(rows: dict[str, dict]) -> list[str]:
     return [*lines, ""]
 
 
-def _method_row(row: dict, runs: dict[int, dict]) -> dict[str, Any]:
+def _method_row(row: dict, runs: dict[int, dict], baseline: dict[int, dict]) -> dict[str, Any]:
     out = {
         "seeds": row["seeds"],
         "final_pass1": {"mean": row["final_accuracy"]["mean"], "ci": _ci(row["final_accuracy"])},
@@ -314,6 +354,7 @@ def _method_row(row: dict, runs: dict[int, dict]) -> dict[str, Any]:
         out["vs_random"] = row["final_vs_baseline"]
         rs = row["rollouts_speedup"]  # the same target, in rollouts spent (DS spends more)
         out["rollouts_speedup"] = {"point": rs["speedup"], "ci": _ci(rs)}
+        out["seeds_on_random_warm_start"] = same_warm_start(runs, baseline)
     return out
 
 
@@ -325,9 +366,10 @@ def _markdown(methods: dict[str, dict], title: str) -> list[str]:
     lines.append(
         "| method | seeds | final pass@1 % (95% CI) | vs random (pts, 95% CI; p) | "
         "speed-up in steps (95% CI) | speed-up in rollouts (95% CI) | rollouts to target "
-        "(seeds reaching) | train-pool gap before / after RL (pts) |"
+        "(seeds reaching) | train-pool gap before / after RL (pts) | seeds on Random's warm "
+        "start |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for name, m in methods.items():
         f = m["final_pass1"]
         vs = m.get("vs_random")
@@ -345,9 +387,12 @@ def _markdown(methods: dict[str, dict], title: str) -> list[str]:
         r_text = "-" if r["mean"] is None else f"{r['mean']:.0f} ({r['n_reached']}/{r['n_seeds']})"
         gaps = [m["train_pool_gap"][t] for t in ("before_rl", "after")]
         g_text = " / ".join("-" if g is None else f"{100 * g['gap']:+.1f}" for g in gaps)
+        shared = m.get("seeds_on_random_warm_start")
+        w_text = "-" if shared is None else f"{len(shared)} of {len(m['seeds'])}"
         lines.append(
             f"| {_short(name)} | {len(m['seeds'])} | {pct(f['mean'])} [{pct(f['ci'][0])}, "
-            f"{pct(f['ci'][1])}] | {vs_text} | {sp_text} | {rs_text} | {r_text} | {g_text} |"
+            f"{pct(f['ci'][1])}] | {vs_text} | {sp_text} | {rs_text} | {r_text} | {g_text} | "
+            f"{w_text} |"
         )
     return [*lines, ""]
 
@@ -440,7 +485,7 @@ def cmd_report(args) -> int:
     runs = _run_summaries(main_dir)
     summary = report.summarize(variants, baseline="random", n_boot=args.n_boot)
     order = [m for m in ORDER if m in variants]
-    methods = {m: _method_row(summary["variants"][m], runs[m]) for m in order}
+    methods = {m: _method_row(summary["variants"][m], runs[m], runs["random"]) for m in order}
     title = f"{args.task.capitalize()}, M = 256, K = 8, N = 2000, disjoint warm start"
     md = _markdown(methods, title)
     md += ["## Time per RL step (median per run, mean over seeds; runs shared the machine)", ""]
@@ -450,8 +495,11 @@ def cmd_report(args) -> int:
     draws: dict[str, Any] = {}
     draws_variants = report.load_sweep_dir(root / "draws") if (root / "draws").is_dir() else {}
     by_m: dict[int, dict] = {256: {k: variants[k] for k in ("random", "insight") if k in variants}}
+    runs_by_m: dict[int, dict] = {256: runs}
+    draws_runs = _run_summaries(root / "draws")
     for name, v in draws_variants.items():
         by_m.setdefault(_batch_size(name), {})[v.method] = v
+        runs_by_m.setdefault(_batch_size(name), {})[v.method] = draws_runs[name]
     for m_size in sorted(by_m):
         group = by_m[m_size]
         if {"random", "insight"} <= set(group) and set(group["insight"].seeds) <= set(
@@ -466,18 +514,23 @@ def cmd_report(args) -> int:
                 "insight_final_pass1": ins["final_accuracy"]["mean"],
                 "insight_vs_random": ins["final_vs_baseline"],
                 "insight_speedup": {"point": ins["speedup"]["speedup"], "ci": _ci(ins["speedup"])},
+                "seeds_on_random_warm_start": same_warm_start(
+                    runs_by_m[m_size]["insight"], runs_by_m[m_size]["random"]
+                ),
             }
     if len(draws) > 1:  # a sweep over M (one M alone is the main table)
         md += ["## InSight against Random by draws per prompt (M at N = 2000)", ""]
         md += ["| M | draws / prompt | seeds | Random % | InSight % | diff (pts, 95% CI) | "
-               "speed-up (95% CI) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+               "speed-up (95% CI) | seeds on Random's warm start |",
+               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for m_size, d in draws.items():
             vs, sp = d["insight_vs_random"], d["insight_speedup"]
             md.append(
                 f"| {m_size} | {d['draws_per_prompt']:.1f} | {len(d['seeds'])} | "
                 f"{100 * d['random_final_pass1']:.1f} | {100 * d['insight_final_pass1']:.1f} | "
                 f"{100 * vs['diff']:+.1f} [{100 * vs['lo']:+.1f}, {100 * vs['hi']:+.1f}] | "
-                f"{_fmt(sp['point'])} [{_fmt(sp['ci'][0])}, {_fmt(sp['ci'][1])}] |"
+                f"{_fmt(sp['point'])} [{_fmt(sp['ci'][0])}, {_fmt(sp['ci'][1])}] | "
+                f"{len(d['seeds_on_random_warm_start'])} of {len(d['seeds'])} |"
             )
         md.append("")
 
@@ -492,7 +545,9 @@ def cmd_report(args) -> int:
             **{k: runs[k] for k in ("random", "ds") if k in runs},
             **_run_summaries(beyond_dir),
         }
-        beyond = {n: _method_row(b_summary["variants"][n], b_runs[n]) for n in merged}
+        beyond = {
+            n: _method_row(b_summary["variants"][n], b_runs[n], runs["random"]) for n in merged
+        }
         md += _markdown(beyond, "Beyond the paper: selectors against Random (same seeds)")
 
     # Where the draws went (records that keep their final beliefs; older ones do not).

@@ -230,6 +230,34 @@ def test_a_later_session_reruns_only_unrecorded_rows_and_the_warm_starts_they_ne
     }
 
 
+def test_rows_pair_only_on_seeds_whose_warm_start_reproduced(tmp_path):
+    """A warm start run again on another machine can differ from its record: the seeds whose
+    before-RL evaluations differ are named by `run` and not counted as paired by the report."""
+    study = _study()
+    rng = np.random.default_rng(14)
+    before = {seed: rng.integers(0, 4096, size=2) / 4096 for seed in (16, 17, 18)}
+
+    def write(sweep_dir: Path, row: str, test: float, pool: float) -> dict:
+        summary = {"eval_test_before_rl": test, "eval_train_pool_before_rl": pool}
+        summary["eval_accuracy_after"] = float(rng.uniform())
+        (sweep_dir / row).mkdir(parents=True)
+        (sweep_dir / row / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+    records, fresh = tmp_path / "records", tmp_path / "fresh"
+    random = {s: write(records, f"random,seed={s}", *before[s]) for s in before}
+    for s in before:
+        write(records / "warm", f"random,seed={s}", *before[s])
+    moved = before[17] + [1 / 4096, 0]  # one more success among 4096 held-out completions
+    write(fresh, "random,seed=16", *before[16])
+    write(fresh, "random,seed=17", *moved)
+    assert study.changed_warm_starts(fresh, records / "warm") == [17]
+    ds = {16: write(records, "ds,seed=16", *before[16]), 17: write(records, "ds,seed=17", *moved)}
+    ds[18] = write(records, "ds,seed=18", *before[18])
+    assert study.same_warm_start(ds, random) == [16, 18]
+    assert study.same_warm_start({19: ds[18]}, random) == []  # no baseline run of that seed
+
+
 def test_the_study_smoke_runs_and_reports(tmp_path):
     """benchmarks/efficiency_paper_regime.py on the sweep file's smoke rows: run, a record per
     finished row that reads as its workdir does, no rerun of a recorded row (its workdir gone),
@@ -278,6 +306,8 @@ def test_the_study_smoke_runs_and_reports(tmp_path):
     assert insight["seeds"] == [1, 2]
     assert set(insight["final_pass1"]) == {"mean", "ci"} and len(insight["final_pass1"]["ci"]) == 2
     assert set(insight["speedup"]) == {"point", "ci"}
+    # One machine: every row of a seed ran its own 4-step warm start, and they agree.
+    assert insight["seeds_on_random_warm_start"] == [1, 2]
     # Random and InSight spend M K rollouts a step, so the two speed-ups are one ratio.
     rs, sp = insight["rollouts_speedup"], insight["speedup"]
     assert rs["point"] == pytest.approx(sp["point"], rel=1e-9)
