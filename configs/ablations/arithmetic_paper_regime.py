@@ -5,6 +5,10 @@ configs/ablations/countdown_paper_regime.py:
   * "main": the same rows as Countdown's, in tiers that put the headline pair first: Random
     and InSight x 10 seeds; MoPPS x 10; DS x 10; Expected-Difficulty and Inverse-Evidence x 5
     (seed-major inside each tier, so a sweep cut short holds complete paired seeds);
+  * "random_again": Random once more on the seeds whose later rows (DS 24-25, Expected-
+    Difficulty and Inverse-Evidence 16-20) ran in a session whose machine did not reproduce the
+    warm starts of the first rows (XLA compiles for the processor it finds), from those later
+    warm starts, so that every method has a Random run of its own warm start to pair with;
   * "smoke": the seconds-long shape of "main".
 Arithmetic's reward is binary, so the Countdown-only "beyond" rows (a success rule matching a
 partial reward) have no counterpart here.
@@ -15,6 +19,7 @@ partial reward) have no counterpart here.
 from configs.ablations import countdown_paper_regime as countdown
 
 CONFIG = "configs/arithmetic_paper_regime.py"
+AGAIN = [16, 17, 18, 19, 20, 24, 25]
 
 
 def get_hyper(h, name="main"):
@@ -27,6 +32,8 @@ def get_hyper(h, name="main"):
                 countdown.rows(h, countdown.FEW, ["expected_difficulty", "inverse_evidence"]),
             ]
         )
+    if name == "random_again":
+        return countdown.rows(h, AGAIN, ["random"])
     if name in ("warm", "smoke"):
         return countdown.get_hyper(h, name)
-    raise ValueError(f"unknown sweep {name!r}: warm, main or smoke")
+    raise ValueError(f"unknown sweep {name!r}: warm, main, random_again or smoke")
