@@ -285,6 +285,33 @@ def changed_warm_starts(workdirs: Path, records: Path) -> list[int]:
     return sorted(seed for seed in fresh_runs if seed in recorded_runs and seed not in shared)
 
 
+def _pick_seeds(name: str, parts: list[tuple[Any, list[int]]]):
+    """A Variant of `name` made of the listed seeds of each part (seeds ascending)."""
+    from insight_jax.study.report import Variant
+
+    picked = sorted((seed, v, v.seeds.index(seed)) for v, seeds in parts for seed in seeds)
+    out = Variant(name, steps=parts[0][0].steps)
+    for seed, v, i in picked:
+        out.seeds.append(seed)
+        out.curves.append(v.curves[i])
+        out.rollouts.append(v.rollouts[i])
+        out.times.append(v.times[i])
+    return out
+
+
+def pair_on_warm_start(method_runs: dict[int, dict], sources: dict[str, dict[int, dict]]):
+    """{seed: source} for each seed of a method: the first source (e.g. "main", then
+    "random_again") whose Random run of that seed began from the method's warm start; seeds
+    that none shares are left out."""
+    out = {}
+    for seed in sorted(method_runs):
+        for source, random_runs in sources.items():
+            if seed in same_warm_start({seed: method_runs[seed]}, random_runs):
+                out[seed] = source
+                break
+    return out
+
+
 def draws_per_prompt(record: Path) -> np.ndarray | None:
     """How often each prompt of a recorded run was rolled out (as a group of K), from its final
     beliefs: every rolled-out group adds K to alpha + beta (dynamic sampling's filtered groups
@@ -397,6 +424,45 @@ def _markdown(methods: dict[str, dict], title: str) -> list[str]:
     return [*lines, ""]
 
 
+def _paired_on_warm_start(root: Path, variants, runs, methods, n_boot: int):
+    """The main rows whose seeds started elsewhere than the main Random (warm starts a later
+    machine made) against Random run again from those warm starts ("random_again"), paired
+    seed by seed: ({method: {random_seeds_from, random, <method>}}, markdown lines). Methods
+    that pair with the same Random runs share a table."""
+    from insight_jax.study import report
+
+    again_dir = root / "random_again"
+    again = list(report.load_sweep_dir(again_dir).values()) if again_dir.is_dir() else []
+    if not again:
+        return {}, []
+    random_of = {
+        "main": (variants["random"], runs["random"]),
+        "random_again": (again[0], next(iter(_run_summaries(again_dir).values()))),
+    }
+    groups: dict[tuple, list[str]] = {}
+    for m, row in methods.items():
+        if m != "random" and len(row["seeds_on_random_warm_start"]) < len(row["seeds"]):
+            pairs = pair_on_warm_start(runs[m], {k: r for k, (_, r) in random_of.items()})
+            if pairs:
+                groups.setdefault(tuple(pairs.items()), []).append(m)
+    out, md = {}, []
+    for pairs, names in groups.items():
+        sources = {k: [s for s, src in pairs if src == k] for k in random_of}
+        base = _pick_seeds("random", [(random_of[k][0], s) for k, s in sources.items() if s])
+        base_runs = {s: random_of[src][1][s] for s, src in pairs}
+        seeds = [s for s, _ in pairs]
+        group = {"random": base, **{m: _pick_seeds(m, [(variants[m], seeds)]) for m in names}}
+        g = report.summarize(group, baseline="random", n_boot=n_boot)
+        rows = {"random": _method_row(g["variants"]["random"], base_runs, base_runs)}
+        for m in names:
+            rows[m] = _method_row(g["variants"][m], {s: runs[m][s] for s in seeds}, base_runs)
+            out[m] = {"random_seeds_from": sources, "random": rows["random"], m: rows[m]}
+        title = "; ".join(f"{k}: {s}" for k, s in sources.items())
+        md += _markdown(rows, f"{', '.join(names)} against Random from the same warm starts "
+                              f"(Random's seeds: {title})")  # fmt: skip
+    return out, md
+
+
 def _plot_spread(ax, variants: dict, order: list[str]) -> None:
     """Final held-out pass@1 minus Random's on the same seed against the mean evidence of the
     run's batches in its last 40% of steps: one small point per run, a large one per method."""
@@ -491,6 +557,9 @@ def cmd_report(args) -> int:
     md += ["## Time per RL step (median per run, mean over seeds; runs shared the machine)", ""]
     md += [report.time_table(summary, order), ""]
 
+    rewarm, lines = _paired_on_warm_start(root, variants, runs, methods, args.n_boot)
+    md += lines
+
     # Draws per prompt: InSight against Random at each M (M = 256 from the main sweep).
     draws: dict[str, Any] = {}
     draws_variants = report.load_sweep_dir(root / "draws") if (root / "draws").is_dir() else {}
@@ -559,8 +628,8 @@ def cmd_report(args) -> int:
     if spread:
         md += _concentration_table(spread)
 
-    all_runs = [s for r in (runs, _run_summaries(root / "draws"), _run_summaries(beyond_dir))
-                for seeds in r.values() for s in seeds.values()]  # fmt: skip
+    sweeps_run = [runs, *(_run_summaries(root / d) for d in ("draws", "beyond", "random_again"))]
+    all_runs = [s for r in sweeps_run for seeds in r.values() for s in seeds.values()]
     flags = {s.get("warm_start_disjoint") for s in all_runs}
     missing = {
         m: max(0, need - len(methods[m]["seeds"]) if m in methods else need)
@@ -589,6 +658,9 @@ def cmd_report(args) -> int:
         "draws": draws,
         "beyond": beyond,
         "draw_concentration": spread,
+        # Rows that started from other warm starts than the main Random's, against Random run
+        # again from those warm starts: {method: {random_seeds_from, random, <method>}}.
+        "paired_on_warm_start": rewarm,
         "cost": {
             "runs": len(all_runs),
             "rl_step_hours": sum(s.get("time_rl_steps_s", 0.0) for s in all_runs) / 3600,

@@ -257,6 +257,11 @@ def test_rows_pair_only_on_seeds_whose_warm_start_reproduced(tmp_path):
     ds[18] = write(records, "ds,seed=18", *before[18])
     assert study.same_warm_start(ds, random) == [16, 18]
     assert study.same_warm_start({19: ds[18]}, random) == []  # no baseline run of that seed
+    # Random run again from the new warm start of seed 17: each seed pairs with its own Random.
+    again = {17: write(tmp_path / "again", "seed=17", *moved)}
+    sources = {"main": random, "random_again": again}
+    assert study.pair_on_warm_start(ds, sources) == {16: "main", 17: "random_again", 18: "main"}
+    assert study.pair_on_warm_start({17: ds[17]}, {"main": random}) == {}
 
 
 def test_the_study_smoke_runs_and_reports(tmp_path):
