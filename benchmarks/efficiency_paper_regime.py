@@ -457,20 +457,27 @@ def _paired_on_warm_start(root: Path, variants, runs, methods, n_boot: int):
         for m in names:
             rows[m] = _method_row(g["variants"][m], {s: runs[m][s] for s in seeds}, base_runs)
             out[m] = {"random_seeds_from": sources, "random": rows["random"], m: rows[m]}
+            out[m]["curve_vs_random"] = g["variants"][m]["curve_vs_baseline"]
+            out[m]["random_final_by_seed"] = {
+                seed: float(c[-1]) for seed, c in zip(base.seeds, base.curves, strict=True)
+            }
         title = "; ".join(f"{k}: {s}" for k, s in sources.items())
         md += _markdown(rows, f"{', '.join(names)} against Random from the same warm starts "
                               f"(Random's seeds: {title})")  # fmt: skip
     return out, md
 
 
-def _plot_spread(ax, variants: dict, order: list[str]) -> None:
-    """Final held-out pass@1 minus Random's on the same seed against the mean evidence of the
-    run's batches in its last 40% of steps: one small point per run, a large one per method."""
-    base = dict(zip(variants["random"].seeds, variants["random"].curves, strict=True))
+def _plot_spread(ax, variants: dict, order: list[str], rewarm: dict) -> None:
+    """Final held-out pass@1 minus Random's on the same seed (for the methods in `rewarm`, the
+    Random of the same warm start) against the mean evidence of the run's batches in its last
+    40% of steps: one small point per run, a large one per method."""
+    random = variants["random"]
+    main = {s: float(c[-1]) for s, c in zip(random.seeds, random.curves, strict=True)}
     for i, name in enumerate(order):
         v = variants[name]
+        base = rewarm[name]["random_final_by_seed"] if name in rewarm else main
         pairs = [
-            (t["sel_mean_evidence_last40"], 100 * (c[-1] - base[s][-1]))
+            (t["sel_mean_evidence_last40"], 100 * (c[-1] - base[s]))
             for s, c, t in zip(v.seeds, v.curves, v.times, strict=True)
             if s in base and "sel_mean_evidence_last40" in t
         ]
@@ -487,8 +494,8 @@ def _plot_spread(ax, variants: dict, order: list[str]) -> None:
     ax.legend(fontsize=8)
 
 
-def _plot_cost(ax, methods: dict[str, dict], beyond: dict[str, dict]) -> None:
-    """Each method's final held-out pass@1 minus Random's (paired, 95% CI), one row per method
+def _plot_cost(ax, methods: dict[str, dict], beyond: dict[str, dict], title: str = "") -> None:
+    """Each method's final held-out pass@1 minus Random's (by seed, 95% CI), one row per method
     with the rollouts it spent in units of Random's: the beyond rows' goal is a gain at <= 1x."""
     base = methods["random"]["rollouts_total"]
     rows = [(n, m, "main") for n, m in methods.items()]
@@ -509,7 +516,8 @@ def _plot_cost(ax, methods: dict[str, dict], beyond: dict[str, dict]) -> None:
     ax.axvline(0.0, color="gray", ls="--")
     ax.set_xlabel("final pass@1 minus random, same seeds (pts), 95% CI")
     ax.set_title(
-        "circles: main sweep; squares: beyond rows; red: more rollouts than Random\n"
+        title
+        or "circles: main sweep; squares: beyond rows; red: more rollouts than Random\n"
         "(the beyond rows' goal: right of 0, in blue)",
         fontsize=10,
     )
@@ -683,8 +691,19 @@ def cmd_report(args) -> int:
     fig, grid = plt.subplots(2, 2, figsize=(14, 10))
     axes = grid.ravel()
     report.plot_curves(axes[0], variants, order, "held-out pass@1, mean and 95% band")
-    report.plot_curves_vs_baseline(axes[1], summary, order, "difference from random, same seeds")
-    _plot_spread(axes[3], variants, order)
+    # Methods that started elsewhere than the main Random: against the Random of their own
+    # warm starts (the tables' paired_on_warm_start), in both panels that compare with Random.
+    paired = {m: rewarm[m][m] if m in rewarm else row for m, row in methods.items()}
+    vs_curves = {m: {"curve_vs_baseline": r["curve_vs_random"]} for m, r in rewarm.items()}
+    report.plot_curves_vs_baseline(
+        axes[1],
+        {**summary, "variants": {**summary["variants"], **vs_curves}},
+        order,
+        "difference from random of the same warm start"
+        if rewarm
+        else "difference from random, same seeds",
+    )
+    _plot_spread(axes[3], variants, order, rewarm)
     if len(draws) > 1:  # a sweep over M (one M alone is the main table)
         xs = [d["draws_per_prompt"] for d in draws.values()]
         ys = [100 * d["insight_vs_random"]["diff"] for d in draws.values()]
@@ -706,7 +725,8 @@ def cmd_report(args) -> int:
         axes[2].set_title("InSight minus Random by draws per prompt")
         axes[2].legend()
     else:
-        axes[2].set_axis_off()
+        _plot_cost(axes[2], paired, {}, "final pass@1 minus Random's, paired on the warm start;"
+                                        "\nred: more rollouts than Random")  # fmt: skip
     fig.tight_layout()
     figure = Path(args.figures) / f"{out.stem}.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
