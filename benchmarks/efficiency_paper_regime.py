@@ -17,8 +17,12 @@ tens of kB, no checkpoint) is written under
 --records (benchmarks/results/paper_regime_runs/<sweep file>/<sweep>/<row>, committed), and a row
 with a record is not run again: the study accumulates across machines and sessions whose
 workdirs are gone. `collect` writes the records of the finished runs under --root (e.g. a sweep
-started with launch/sweep.py directly). Runs on the CPU are deterministic, so a record is what
-rerunning its row would give. `report` reads the records and writes
+started with launch/sweep.py directly). Runs on the CPU are deterministic on one machine, so a
+record is what rerunning its row there would give; another machine may not reproduce a warm
+start (XLA compiles for the processor it finds), which breaks the pairing of the rows run there
+with the rows recorded before: `run` warns, the report counts per method the seeds on Random's
+warm start, and pairs the rest with a "random_again" sweep (Random from the new warm starts)
+where one is recorded. `report` reads the records and writes
 
   benchmarks/results/efficiency_paper_regime.json  top level: draws_per_prompt,
       warm_start_disjoint (true when every run's warm-start problems share none with its RL
@@ -27,8 +31,9 @@ rerunning its row would give. `report` reads the records and writes
       train-pool minus held-out pass@1 gap before and after RL (mean, ci over seeds); the
       draws-per-prompt sweep (InSight against Random at each M); the "beyond" selectors;
       draw_concentration (how each variant spread its draws over the pool, from the records
-      that keep final beliefs: stats.draw_concentration); the study's cost (runs, CPU hours
-      of the RL steps, wall hours).
+      that keep final beliefs: stats.draw_concentration); paired_on_warm_start (the methods
+      with seeds off Random's warm start against Random of their own warm starts); the study's
+      cost (runs, CPU hours of the RL steps, wall hours).
   benchmarks/results/efficiency_paper_regime.md    the tables
   docs/figures/efficiency_paper_regime.png         curves with 95% bands, paired differences,
                                                     InSight minus Random per draws/prompt, and
@@ -38,7 +43,8 @@ rerunning its row would give. `report` reads the records and writes
                                                     pass@1 minus Random's against the rollouts
                                                     it spent
 (with --task arithmetic: efficiency_paper_regime_arithmetic.{json,md,png}, records under
-paper_regime_runs/arithmetic_paper_regime/, no draws or beyond sweeps).
+paper_regime_runs/arithmetic_paper_regime/, no draws or beyond sweeps; the figure's third
+panel, without a draws sweep, shows the final differences paired on the warm start).
 
 The statistics are insight_jax/study (the same definitions as docs/results.md): final pass@1 with
 a 95% t-interval, paired per-seed differences, steps-to-target speed-up against Random's final
