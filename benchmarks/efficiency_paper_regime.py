@@ -43,8 +43,8 @@ where one is recorded. `report` reads the records and writes
                                                     pass@1 minus Random's against the rollouts
                                                     it spent
 (with --task arithmetic: efficiency_paper_regime_arithmetic.{json,md,png}, records under
-paper_regime_runs/arithmetic_paper_regime/, no draws or beyond sweeps; the figure's third
-panel, without a draws sweep, shows the final differences paired on the warm start).
+paper_regime_runs/arithmetic_paper_regime/, no beyond sweep; without a draws sweep the
+figure's third panel shows the final differences paired on the warm start).
 
 The statistics are insight_jax/study (the same definitions as docs/results.md): final pass@1 with
 a 95% t-interval, paired per-seed differences, steps-to-target speed-up against Random's final
@@ -71,7 +71,7 @@ from insight_jax.study.report import TIME_KEYS
 ROOT = Path(__file__).resolve().parents[1]
 # --task: its sweep file (whose stem names the records' folder: <root>/<stem>/<sweep>/<row>),
 # the results' stem (the JSON, table and figures) and the sweeps `run` and `collect` expand when
-# --sweeps is not given (arithmetic's study is the main comparison only).
+# --sweeps is not given (arithmetic's has no beyond rows).
 TASKS = {
     "countdown": (
         "configs/ablations/countdown_paper_regime.py",
@@ -81,7 +81,7 @@ TASKS = {
     "arithmetic": (
         "configs/ablations/arithmetic_paper_regime.py",
         "efficiency_paper_regime_arithmetic",
-        "warm,main",
+        "warm,main,draws",
     ),
 }
 ORDER = ["random", "insight", "mopps", "ds", "expected_difficulty", "inverse_evidence"]

@@ -176,7 +176,7 @@ def test_the_arithmetic_regime_warm_starts_on_1000_problems_outside_its_pool_and
 STUDIES = [("countdown_paper_regime", countdown_paper_regime, s) for s in
            ["warm", "main", "draws", "beyond", "smoke"]]  # fmt: skip
 STUDIES += [("arithmetic_paper_regime", arithmetic_paper_regime, s) for s in
-            ["warm", "main", "random_again"]]  # fmt: skip
+            ["warm", "main", "draws", "random_again"]]  # fmt: skip
 
 
 @pytest.mark.parametrize(("stem", "module", "name"), STUDIES)

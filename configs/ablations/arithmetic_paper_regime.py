@@ -5,6 +5,8 @@ configs/ablations/countdown_paper_regime.py:
   * "main": the same rows as Countdown's, in tiers that put the headline pair first: Random
     and InSight x 10 seeds; MoPPS x 10; DS x 10; Expected-Difficulty and Inverse-Evidence x 5
     (seed-major inside each tier, so a sweep cut short holds complete paired seeds);
+  * "draws": Countdown's sweep over draws per prompt (Random and InSight x seeds 16-20 at
+    M = 32, 64, 128 with N = 2000; M = 256 is "main");
   * "random_again": Random once more on the seeds whose later rows (DS 24-25, Expected-
     Difficulty and Inverse-Evidence 16-20) ran in a session whose machine did not reproduce the
     warm starts of the first rows (XLA compiles for the processor it finds), from those later
@@ -34,6 +36,6 @@ def get_hyper(h, name="main"):
         )
     if name == "random_again":
         return countdown.rows(h, AGAIN, ["random"])
-    if name in ("warm", "smoke"):
+    if name in ("warm", "draws", "smoke"):
         return countdown.get_hyper(h, name)
-    raise ValueError(f"unknown sweep {name!r}: warm, main, random_again or smoke")
+    raise ValueError(f"unknown sweep {name!r}: warm, main, draws, random_again or smoke")
