@@ -585,9 +585,9 @@ def cmd_report(args) -> int:
         runs_by_m.setdefault(_batch_size(name), {})[v.method] = draws_runs[name]
     for m_size in sorted(by_m):
         group = by_m[m_size]
-        if {"random", "insight"} <= set(group) and set(group["insight"].seeds) <= set(
-            group["random"].seeds
-        ):
+        # An M enters the table once it has two paired seeds (an interval needs two).
+        paired = set(group["insight"].seeds) & set(group["random"].seeds) if len(group) > 1 else ()
+        if len(paired) >= 2 and set(group["insight"].seeds) <= set(group["random"].seeds):
             s = report.summarize(group, baseline="random", n_boot=args.n_boot)
             ins = s["variants"]["insight"]
             draws[str(m_size)] = {
