@@ -334,6 +334,17 @@ def test_the_study_smoke_runs_and_reports(tmp_path):
     assert set(spread) == {"smoke: random", "smoke: insight"}
     assert spread["smoke: insight"]["seeds"] == [1, 2]
     assert 0 < spread["smoke: insight"]["effective_share"] <= 1
+    # A draws sweep cut short (one paired seed at M = 32) is left out of the draws table
+    # until it has two, rather than breaking the report.
+    draws = records / "countdown_paper_regime" / "draws"
+    for method in ("random", "insight"):
+        shutil.copytree(
+            records / "countdown_paper_regime" / "smoke" / f"{method},seed=1",
+            draws / f"{method},rl.batch_size=32,seed=1",
+        )
+    rep = subprocess.run(report, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    assert set(json.loads((tmp_path / "paper.json").read_text())["draws"]) == {"256"}
 
 
 def test_table_labels_of_the_sweeps_variants():
